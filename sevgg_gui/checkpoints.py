@@ -1,0 +1,318 @@
+"""Safe checkpoint loading and atomic saving.
+
+Every ``torch.load`` here uses ``weights_only=True``: a checkpoint is data, and a pickle that tries to
+run code is refused with one line. Many real-world layouts are accepted (bare state dicts, training
+wrappers, DataParallel / torch.compile prefixes, safetensors) and the architecture's hyper-parameters
+are inferred from tensor shapes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pickle
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .models.se import se_hidden
+from .models.vgg import VGG16_SE, is_torchvision_vgg16_state_dict, transfer_vgg16_state_dict
+
+FORMAT_TAG = "sevgg_gui/1"
+WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "ema", "ema_state_dict", "net", "module")
+PREFIXES = ("module.", "_orig_mod.")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used; the message is one line meant for the user."""
+
+
+@dataclass
+class CheckpointInfo:
+    path: str | None
+    sha256: str | None
+    format: str
+    architecture: str = "VGG16_SE"
+    num_classes: int = 1000
+    reduction: int = 16
+    class_names: list[str] | None = None
+    provenance: str = ""
+    notes: list[str] = field(default_factory=list)
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+# ------------------------------------------------------------------------------------------ reading
+def _torch_load(path: Path) -> Any:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises UnpicklingError, RuntimeError, EOFError, BadZipFile...
+        text = str(exc).strip()
+        if "Weights only load failed" in text or isinstance(exc, pickle.UnpicklingError) and "global" in text:
+            raise CheckpointError(
+                f"{path.name}: refused: it holds pickled Python objects, not just tensors "
+                "(loading it could run code); re-save it as a plain state_dict"
+            ) from None
+        reason = text.splitlines()[0][:120] if text else type(exc).__name__
+        raise CheckpointError(f"{path.name}: not a readable PyTorch checkpoint ({reason})") from None
+
+
+def _load_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    try:
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file, safe_open
+    except ImportError as exc:  # pragma: no cover - dependency
+        raise CheckpointError("safetensors is not installed: pip install safetensors") from exc
+    try:
+        sd = load_file(str(path), device="cpu")
+        with safe_open(str(path), framework="pt") as f:
+            raw = f.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(
+            f"{path.name}: not a readable safetensors file ({str(exc).splitlines()[0][:120]})"
+        ) from None
+    meta: dict[str, Any] = {}
+    if "sevgg_meta" in raw:
+        try:
+            meta = json.loads(raw["sevgg_meta"])
+        except json.JSONDecodeError:
+            meta = {}
+    else:
+        meta = dict(raw)
+    return sd, meta
+
+
+def _is_tensor_dict(obj: Any) -> bool:
+    return (
+        isinstance(obj, Mapping) and len(obj) > 0 and all(isinstance(v, torch.Tensor) for v in obj.values())
+    )
+
+
+def unwrap_state_dict(obj: Any) -> tuple[dict[str, torch.Tensor], dict[str, Any], list[str]]:
+    """Find the state dict in a training checkpoint; return (state_dict, metadata, notes)."""
+    notes: list[str] = []
+    meta: dict[str, Any] = {}
+    for _ in range(4):
+        if _is_tensor_dict(obj):
+            break
+        if not isinstance(obj, Mapping):
+            raise CheckpointError(f"checkpoint holds a {type(obj).__name__}, not a state dict")
+        if isinstance(obj.get("meta"), Mapping):
+            meta.update(obj["meta"])
+        for key in ("class_names", "classes", "epoch", "arch", "architecture"):
+            if key in obj and key not in meta and not isinstance(obj[key], torch.Tensor | Mapping):
+                meta[key] = obj[key]
+        for key in WRAPPER_KEYS:
+            if isinstance(obj.get(key), Mapping):
+                notes.append(f"state dict taken from '{key}'")
+                obj = obj[key]
+                break
+        else:
+            # Drop non-tensor entries (e.g. 'epoch' stored beside the tensors).
+            tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+            if not tensors:
+                raise CheckpointError(
+                    f"no tensors found (top-level keys: {', '.join(map(str, list(obj)[:6]))})"
+                )
+            obj = tensors
+    sd = dict(obj)
+    for prefix in PREFIXES:
+        if sd and all(k.startswith(prefix) for k in sd):
+            sd = {k[len(prefix) :]: v for k, v in sd.items()}
+            notes.append(f"prefix '{prefix}' removed")
+    return sd, meta, notes
+
+
+def read_state_dict(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any], list[str]]:
+    """Read any supported file into (state_dict, metadata, notes); raises CheckpointError."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"{path}: no such file")
+    if path.is_dir():
+        raise CheckpointError(f"{path}: is a folder, not a checkpoint file")
+    with open(path, "rb") as f:
+        head = f.read(16)
+    if path.suffix == ".safetensors" or (len(head) >= 9 and head[8:9] == b"{"):
+        sd, meta = _load_safetensors(path)
+        return sd, meta, ["safetensors"]
+    obj = _torch_load(path)
+    sd, meta, notes = unwrap_state_dict(obj)
+    return sd, meta, notes
+
+
+# ------------------------------------------------------------------------------------------ matching
+def infer_vgg16_se_hparams(sd: Mapping[str, torch.Tensor]) -> tuple[int, int]:
+    """(num_classes, reduction) from tensor shapes of a VGG16-SE state dict."""
+    num_classes = int(sd["classifier.6.weight"].shape[0])
+    hidden = {int(k.split(".")[1]): int(v.shape[0]) for k, v in sd.items() if k.endswith(".fc.0.weight")}
+    channels = {int(k.split(".")[1]): int(v.shape[1]) for k, v in sd.items() if k.endswith(".fc.0.weight")}
+    for r in [16, *range(1, 1025)]:
+        if all(se_hidden(channels[i], r) == h for i, h in hidden.items()):
+            return num_classes, r
+    raise CheckpointError(f"SE widths {sorted(hidden.values())} match no single reduction ratio")
+
+
+def _summarise(keys: list[str], n: int = 3) -> str:
+    head = ", ".join(keys[:n])
+    return f"{len(keys)} ({head}{', ...' if len(keys) > n else ''})"
+
+
+def _guess_architecture(keys: list[str]) -> str:
+    joined = " ".join(keys[:400])
+    for marker, name in (
+        ("layer1.0.conv1", "a ResNet"),
+        ("Mixed_", "an Inception"),
+        ("block.0.0", "a MobileNetV3/EfficientNet"),
+        ("features.1.conv", "a MobileNet"),
+        ("denseblock", "a DenseNet"),
+        ("blocks.0.attn", "a vision transformer"),
+        ("running_mean", "a network with batch norm"),
+    ):
+        if marker in joined:
+            return f" (looks like {name})"
+    return ""
+
+
+def check_matches(sd: Mapping[str, torch.Tensor], model: nn.Module) -> None:
+    """Raise one clear line when ``sd`` does not fit ``model`` (missing/unexpected/shape)."""
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in sd]
+    unexpected = [k for k in sd if k not in expected]
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"missing {_summarise(missing)}")
+        if unexpected:
+            parts.append(f"unexpected {_summarise(unexpected)}")
+        raise CheckpointError(
+            f"not a {type(model).__name__} checkpoint{_guess_architecture(list(sd))}: " + "; ".join(parts)
+        )
+    for k, v in expected.items():
+        if tuple(sd[k].shape) != tuple(v.shape):
+            raise CheckpointError(f"shape mismatch at {k}: file {tuple(sd[k].shape)}, model {tuple(v.shape)}")
+
+
+def model_from_state_dict(
+    sd: Mapping[str, torch.Tensor], meta: Mapping[str, Any] | None = None
+) -> tuple[VGG16_SE, list[str], int, int]:
+    """Build the VGG16-SE that fits ``sd`` (transferring a plain VGG16); returns (model, notes, C, r)."""
+    meta = dict(meta or {})
+    notes: list[str] = []
+    if is_torchvision_vgg16_state_dict(sd):
+        num_classes = int(sd["classifier.6.weight"].shape[0])
+        reduction = int(meta.get("reduction", 16))
+        model = VGG16_SE(num_classes=num_classes, reduction=reduction)
+        model.load_state_dict(transfer_vgg16_state_dict(sd, model))
+        notes.append("plain torchvision VGG16: transferred with SE gates at 0.5 (function-preserving)")
+        return model, notes, num_classes, reduction
+    if "classifier.6.weight" not in sd or not any(k.endswith(".fc.0.weight") for k in sd):
+        model = VGG16_SE()
+        check_matches(sd, model)  # raises with a summary
+    num_classes, reduction = infer_vgg16_se_hparams(sd)
+    model = VGG16_SE(num_classes=num_classes, reduction=reduction)
+    check_matches(sd, model)
+    model.load_state_dict(sd, strict=True)
+    return model, notes, num_classes, reduction
+
+
+def load_checkpoint(
+    path: str | os.PathLike[str], map_location: str | torch.device = "cpu"
+) -> tuple[VGG16_SE, CheckpointInfo]:
+    """Load a VGG16-SE checkpoint safely; returns (model in eval mode, info). Raises CheckpointError."""
+    path = Path(path)
+    sd, meta, notes = read_state_dict(path)
+    try:
+        model, more, num_classes, reduction = model_from_state_dict(sd, meta)
+    except CheckpointError as exc:
+        raise CheckpointError(f"{path.name}: {exc}") from None
+    notes += more
+    class_names = meta.get("class_names") or meta.get("classes")
+    if class_names is not None:
+        class_names = [str(c) for c in class_names]
+        if len(class_names) != num_classes:
+            notes.append(f"ignored {len(class_names)} class names for {num_classes} outputs")
+            class_names = None
+    sha = sha256_file(path)
+    provenance = str(meta.get("provenance") or f"checkpoint {path.name}")
+    if more:
+        provenance = f"{more[0]} ({path.name})"
+    info = CheckpointInfo(
+        path=str(path),
+        sha256=sha,
+        format="safetensors" if "safetensors" in notes else "pytorch",
+        num_classes=num_classes,
+        reduction=reduction,
+        class_names=class_names,
+        provenance=provenance,
+        notes=notes,
+        metadata={k: v for k, v in meta.items() if isinstance(v, str | int | float | bool)},
+    )
+    model.provenance = f"{provenance}, sha256 {sha[:12]}"  # type: ignore[attr-defined]
+    model.class_names = class_names  # type: ignore[attr-defined]
+    return model.to(map_location).eval(), info
+
+
+# ------------------------------------------------------------------------------------------ writing
+def _atomic_write(path: Path, write) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_checkpoint(
+    model: nn.Module,
+    path: str | os.PathLike[str],
+    *,
+    class_names: list[str] | None = None,
+    extra: Mapping[str, Any] | None = None,
+    **metadata: Any,
+) -> Path:
+    """Write the model atomically (temp file + rename) with its metadata.
+
+    ``.safetensors`` stores metadata as JSON in the header; anything else is a torch zip holding
+    ``{"format", "state_dict", "meta", **extra}`` that loads with ``weights_only=True``.
+    """
+    path = Path(path)
+    sd = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    meta: dict[str, Any] = {
+        "format": FORMAT_TAG,
+        "architecture": type(model).__name__,
+        "reduction": int(getattr(model, "reduction", 16)),
+        "num_classes": int(getattr(model, "num_classes", 0) or 0),
+        "provenance": str(getattr(model, "provenance", "")),
+    }
+    names = class_names if class_names is not None else getattr(model, "class_names", None)
+    if names is not None:
+        meta["class_names"] = [str(c) for c in names]
+    meta.update(metadata)
+    if path.suffix == ".safetensors":
+        from safetensors.torch import save_file
+
+        _atomic_write(path, lambda tmp: save_file(sd, tmp, metadata={"sevgg_meta": json.dumps(meta)}))
+    else:
+        payload: dict[str, Any] = {"format": FORMAT_TAG, "state_dict": sd, "meta": meta}
+        if extra:
+            payload.update(extra)
+        _atomic_write(path, lambda tmp: torch.save(payload, tmp))
+    return path

@@ -1,0 +1,297 @@
+"""Forward hooks that record every attention gate exactly as the model computed it.
+
+A small registry maps module types to a :class:`GateTap` that says which submodule produces the gate
+and where its squeeze vector can be read. Recording therefore costs no second computation and no
+extra forward: the hooks keep references to tensors the model produced anyway.
+
+Interventions ("what if channel 17 of block 3 were muted?") live here too: they rewrite the gate in
+the same hook, so the recorder always reports the gate that was actually applied.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .models.se import SEBlock
+
+
+@dataclass(frozen=True)
+class GateTap:
+    """Where a block's gate and squeeze vector can be observed.
+
+    ``gate``: submodule whose forward output is the gate (B, C) or (B, C, 1, 1).
+    ``squeeze``: submodule whose input (``squeeze_from="input"``) or output holds the channel means.
+    """
+
+    gate: nn.Module
+    squeeze: nn.Module
+    squeeze_from: Literal["input", "output"]
+    channels: int
+
+
+_TAPS: dict[type, Callable[[nn.Module], GateTap]] = {}
+
+
+def register_gate_type(cls: type, tap: Callable[[nn.Module], GateTap]) -> None:
+    """Teach the recorder a new attention type (later variants join here)."""
+    _TAPS[cls] = tap
+
+
+register_gate_type(
+    SEBlock, lambda m: GateTap(gate=m.fc, squeeze=m.fc, squeeze_from="input", channels=m.channels)
+)
+
+
+def _register_torchvision() -> None:
+    try:
+        from torchvision.ops.misc import SqueezeExcitation
+    except ImportError:  # pragma: no cover - torchvision is a dependency
+        return
+    register_gate_type(
+        SqueezeExcitation,
+        lambda m: GateTap(
+            gate=m.scale_activation, squeeze=m.avgpool, squeeze_from="output", channels=m.fc2.out_channels
+        ),
+    )
+
+
+_register_torchvision()
+
+
+def find_gate_blocks(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """All recordable attention blocks in forward-definition order, by registered type."""
+    types = tuple(_TAPS)
+    return [(n, m) for n, m in model.named_modules() if isinstance(m, types) and n]
+
+
+def _tap_for(module: nn.Module) -> GateTap:
+    for cls in type(module).__mro__:
+        if cls in _TAPS:
+            return _TAPS[cls](module)
+    raise TypeError(f"no gate tap registered for {type(module).__name__}")
+
+
+@dataclass
+class _Intervention:
+    channels: torch.Tensor  # long indices
+    value: float | None
+    scale: float | None
+
+
+class ExcitationRecorder:
+    """Record gates (B, C), squeeze vectors (B, C) and optionally feature maps of every attention block.
+
+    Use as a context manager (hooks are removed on exit, also on exceptions) or call ``attach`` /
+    ``detach`` for a long-lived recorder. After a forward, ``excitations`` / ``squeezes`` are ordered
+    dicts block-name -> (B, C) float32 CPU tensors of the *last* forward.
+
+    ``feature_maps``: names of blocks whose output maps (and input maps, i.e. before the gate) to keep,
+    each downsampled to at most ``map_size`` pixels on a side. Keep it to the block on screen: maps are
+    the only recording that costs measurable time.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        feature_maps: Iterable[str] = (),
+        map_size: int = 28,
+    ) -> None:
+        self.model = model
+        self.blocks: OrderedDict[str, nn.Module] = OrderedDict(find_gate_blocks(model))
+        if not self.blocks:
+            raise ValueError(f"{type(model).__name__} has no recordable attention blocks")
+        self.taps: dict[str, GateTap] = {n: _tap_for(b) for n, b in self.blocks.items()}
+        self._first = next(iter(self.blocks))
+        self.map_size = map_size
+        self._map_names: set[str] = set()
+        self.set_feature_maps(feature_maps)
+        self._handles: list[torch.utils.hooks.RemovableHandle] = []
+        self._gates: dict[str, torch.Tensor] = {}
+        self._squeezes: dict[str, torch.Tensor] = {}
+        self._maps_in: dict[str, torch.Tensor] = {}
+        self._maps_out: dict[str, torch.Tensor] = {}
+        self._interventions: dict[str, list[_Intervention]] = {}
+        self.forwards = 0
+
+    # ---------------------------------------------------------------- lifecycle
+    def attach(self) -> ExcitationRecorder:
+        if self._handles:
+            return self
+        for name, block in self.blocks.items():
+            tap = self.taps[name]
+            self._handles.append(tap.gate.register_forward_hook(self._gate_hook(name)))
+            if not self._squeeze_in_gate_hook(tap):
+                self._handles.append(
+                    tap.squeeze.register_forward_hook(self._squeeze_hook(name, tap.squeeze_from))
+                )
+            self._handles.append(block.register_forward_pre_hook(self._pre_hook(name)))
+            self._handles.append(block.register_forward_hook(self._post_hook(name)))
+        return self
+
+    def detach(self) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles.clear()
+
+    @property
+    def attached(self) -> bool:
+        return bool(self._handles)
+
+    def __enter__(self) -> ExcitationRecorder:
+        return self.attach()
+
+    def __exit__(self, *exc: object) -> None:
+        self.detach()
+
+    def set_feature_maps(self, names: Iterable[str]) -> None:
+        names = set(names)
+        unknown = names - set(self.blocks)
+        if unknown:
+            raise KeyError(f"unknown block(s) {sorted(unknown)}; known: {list(self.blocks)}")
+        self._map_names = names
+
+    # ---------------------------------------------------------------- hooks
+    @staticmethod
+    def _squeeze_in_gate_hook(tap: GateTap) -> bool:
+        return tap.squeeze is tap.gate and tap.squeeze_from == "input"
+
+    def _gate_hook(self, name: str):
+        squeeze_here = self._squeeze_in_gate_hook(self.taps[name])
+
+        def hook(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor):
+            if output.is_meta:  # shape analysis (analysis.layer_macs) is not a forward to record
+                return None
+            gate = output
+            if name in self._interventions:
+                gate = self._apply_interventions(name, gate)
+            self._gates[name] = gate.detach().reshape(gate.shape[0], -1)
+            if squeeze_here:
+                self._squeezes[name] = inputs[0].detach().reshape(inputs[0].shape[0], -1)
+            return gate if gate is not output else None
+
+        return hook
+
+    def _squeeze_hook(self, name: str, where: str):
+        def hook(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
+            t = output if where == "output" else inputs[0]
+            if t.is_meta:
+                return
+            self._squeezes[name] = t.detach().reshape(t.shape[0], -1)
+
+        return hook
+
+    def _pre_hook(self, name: str):
+        def hook(module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
+            if inputs[0].is_meta:
+                return
+            if name == self._first:
+                self.forwards += 1
+            if name in self._map_names:
+                # Downsampled copy taken before the block may scale its input in place.
+                self._maps_in[name] = self._shrink(inputs[0])
+
+        return hook
+
+    def _post_hook(self, name: str):
+        def hook(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
+            if name in self._map_names and not output.is_meta:
+                self._maps_out[name] = self._shrink(output)
+
+        return hook
+
+    def _shrink(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.detach()
+        h, w = x.shape[-2:]
+        if max(h, w) > self.map_size:
+            scale = self.map_size / max(h, w)
+            size = (max(1, round(h * scale)), max(1, round(w * scale)))
+            return F.adaptive_avg_pool2d(x, size)
+        return x.clone()
+
+    # ---------------------------------------------------------------- interventions
+    def intervene(
+        self,
+        block: str,
+        channels: int | Iterable[int],
+        *,
+        value: float | None = None,
+        scale: float | None = None,
+    ) -> None:
+        """Override (``value``) or multiply (``scale``) the gates of ``channels`` in ``block``
+        for every following forward, until ``undo``/``clear_interventions``."""
+        if (value is None) == (scale is None):
+            raise ValueError("give exactly one of value= or scale=")
+        if block not in self.blocks:
+            raise KeyError(f"unknown block {block!r}; known: {list(self.blocks)}")
+        idx = torch.as_tensor([channels] if isinstance(channels, int) else list(channels), dtype=torch.long)
+        n = self.taps[block].channels
+        if idx.numel() and (idx.min() < 0 or idx.max() >= n):
+            raise IndexError(f"channel out of range for {block} ({n} channels)")
+        self._interventions.setdefault(block, []).append(_Intervention(idx, value, scale))
+
+    def undo(self, block: str | None = None) -> None:
+        """Remove the most recent intervention (of ``block`` if given)."""
+        if block is None:
+            if not self._interventions:
+                return
+            block = next(reversed(self._interventions))
+        items = self._interventions.get(block)
+        if items:
+            items.pop()
+            if not items:
+                del self._interventions[block]
+
+    def clear_interventions(self) -> None:
+        self._interventions.clear()
+
+    @property
+    def interventions(self) -> dict[str, list[tuple[list[int], float | None, float | None]]]:
+        return {
+            b: [(iv.channels.tolist(), iv.value, iv.scale) for iv in items]
+            for b, items in self._interventions.items()
+        }
+
+    def _apply_interventions(self, name: str, gate: torch.Tensor) -> torch.Tensor:
+        flat = gate.reshape(gate.shape[0], -1).clone()
+        for iv in self._interventions[name]:
+            idx = iv.channels.to(flat.device)
+            if iv.value is not None:
+                flat[:, idx] = iv.value
+            else:
+                flat[:, idx] = flat[:, idx] * iv.scale
+        return flat.view_as(gate)
+
+    # ---------------------------------------------------------------- results
+    @staticmethod
+    def _cpu(d: dict[str, torch.Tensor], order: Iterable[str]) -> OrderedDict[str, torch.Tensor]:
+        return OrderedDict((n, d[n].float().cpu()) for n in order if n in d)
+
+    @property
+    def excitations(self) -> OrderedDict[str, torch.Tensor]:
+        return self._cpu(self._gates, self.blocks)
+
+    @property
+    def squeezes(self) -> OrderedDict[str, torch.Tensor]:
+        return self._cpu(self._squeezes, self.blocks)
+
+    @property
+    def feature_maps(self) -> OrderedDict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """block -> (before gate, after gate), each (B, C, h, w) downsampled, float32 CPU."""
+        return OrderedDict(
+            (n, (self._maps_in[n].float().cpu(), self._maps_out[n].float().cpu()))
+            for n in self.blocks
+            if n in self._maps_in and n in self._maps_out
+        )
+
+    def reset(self) -> None:
+        self._gates.clear()
+        self._squeezes.clear()
+        self._maps_in.clear()
+        self._maps_out.clear()
