@@ -32,7 +32,27 @@ _EXPORTS = {
     "model_cost": "sevgg_gui.analysis",
 }
 
-__all__ = [*_EXPORTS, "__version__"]
+__all__ = [
+    "CheckpointError",
+    "CheckpointInfo",
+    "ExcitationRecorder",
+    "ImageError",
+    "InferenceError",
+    "Predictor",
+    "Preprocess",
+    "Result",
+    "SEBlock",
+    "VGG16_SE",
+    "VGGSE",
+    "__version__",
+    "from_vgg16",
+    "load_checkpoint",
+    "load_image",
+    "model_cost",
+    "register_gate_type",
+    "save_checkpoint",
+    "vgg16_se",
+]
 
 
 def __getattr__(name: str) -> Any:
