@@ -42,7 +42,9 @@ def _load(args: argparse.Namespace):
 def _predictor(args: argparse.Namespace, loaded):
     from .inference import Predictor
 
-    return Predictor(loaded.model, device=args.device, class_names=loaded.class_names, half=args.half)
+    return Predictor(
+        loaded.model, device=args.device, class_names=loaded.class_names, half=args.half, preprocess=loaded.preprocess()
+    )
 
 
 def cmd_info(args: argparse.Namespace) -> int:

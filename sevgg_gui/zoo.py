@@ -11,6 +11,7 @@ from pathlib import Path
 from torch import nn
 
 from .checkpoints import CheckpointInfo, load_checkpoint
+from .images import Preprocess
 from .models.vgg import VGG16_SE, cached_weights_path, from_vgg16
 
 RANDOM_WARNING = (
@@ -27,6 +28,11 @@ class LoadedModel:
     info: CheckpointInfo | None = None
     warning: str | None = None
     notes: list[str] = field(default_factory=list)
+    input_size: int = 224  # the crop the model was trained on (checkpoint metadata "input_size")
+
+    def preprocess(self) -> Preprocess:
+        s = self.input_size
+        return Preprocess(crop_size=s, resize_size=round(s * 256 / 224))
 
 
 def imagenet_vgg16_cached() -> bool:
@@ -40,7 +46,8 @@ def load_model(checkpoint: str | Path | None = None, *, allow_download: bool = F
     (cached, or ``allow_download``); else random initialisation with a warning."""
     if checkpoint is not None:
         model, info = load_checkpoint(checkpoint)
-        return LoadedModel(model, model.provenance, info.class_names, info, None, info.notes)  # type: ignore[arg-type]
+        size = int(info.metadata.get("input_size", 224) or 224)
+        return LoadedModel(model, model.provenance, info.class_names, info, None, info.notes, size)  # type: ignore[arg-type]
     if allow_download or imagenet_vgg16_cached():
         model = from_vgg16("IMAGENET1K_V1").eval()
         return LoadedModel(

@@ -1,0 +1,1 @@
+"""Views: each takes a Result (numpy only) and updates its plot items in place."""

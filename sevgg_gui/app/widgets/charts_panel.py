@@ -1,0 +1,177 @@
+"""All excitation charts with their options: mode, sort order, running mean, block selection.
+
+Holds the per-block running means (view state, exponential moving average) so "difference from
+mean" shows what this frame excites more or less than usual.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QFrame,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QScrollArea,
+    QVBoxLayout,
+    QWidget,
+)
+
+from .excitation_chart import MODE_LABELS, MODES, ExcitationChart, chart_series
+
+
+@dataclass
+class ChartOptions:
+    mode: str = "gates"
+    sort: bool = False
+    show_mean: bool = True
+    ema_alpha: float = 0.1
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+class ChartsPanel(QWidget):
+    channelSelected = Signal(str, int)
+    interventionRequested = Signal(str, int, str)
+    blockSelected = Signal(str)
+    optionsChanged = Signal()
+    hovered = Signal(str)
+
+    def __init__(self, parent: QWidget | None = None, options: ChartOptions | None = None) -> None:
+        super().__init__(parent)
+        self.options = options or ChartOptions()
+        self.charts: list[ExcitationChart] = []
+        self.means: dict[str, np.ndarray] = {}
+        self.selected_block: str | None = None
+        self.last_result = None
+
+        bar = QHBoxLayout()
+        bar.setContentsMargins(4, 2, 4, 2)
+        self.mode_box = QComboBox()
+        for m in MODES:
+            self.mode_box.addItem(MODE_LABELS[m], m)
+        self.mode_box.setCurrentIndex(MODES.index(self.options.mode) if self.options.mode in MODES else 0)
+        self.mode_box.setToolTip("What the bars show: the gate s, the squeeze z (channel means), or s minus its running mean")
+        self.sort_box = QCheckBox("Sort by value")
+        self.sort_box.setChecked(self.options.sort)
+        self.mean_box = QCheckBox("Running mean")
+        self.mean_box.setChecked(self.options.show_mean)
+        self.reset_btn = QPushButton("Reset interventions")
+        self.reset_btn.setEnabled(False)
+        for w in (QLabel("Show:"), self.mode_box, self.sort_box, self.mean_box):
+            bar.addWidget(w)
+        bar.addStretch(1)
+        self.interventions_label = QLabel("")
+        bar.addWidget(self.interventions_label)
+        bar.addWidget(self.reset_btn)
+
+        self.notice = QFrame()
+        self.notice.setStyleSheet("QFrame{background:#3a3320;border-radius:4px} QLabel{color:#ffd27a}")
+        nl = QHBoxLayout(self.notice)
+        nl.setContentsMargins(8, 4, 8, 4)
+        self.notice_label = QLabel(
+            "SE gates are untrained: every gate is exactly 0.5 after the ImageNet transfer, so the bars are flat. "
+            "The squeeze view shows the channel means the gates will learn from."
+        )
+        self.notice_label.setWordWrap(True)
+        self.notice_btn = QPushButton("Show squeeze view")
+        nl.addWidget(self.notice_label, 1)
+        nl.addWidget(self.notice_btn)
+        self.notice.setVisible(False)
+
+        self.chart_box = QVBoxLayout()
+        self.chart_box.setContentsMargins(0, 0, 0, 0)
+        self.chart_box.setSpacing(2)
+        inner = QWidget()
+        inner.setLayout(self.chart_box)
+        self.scroll = QScrollArea()
+        self.scroll.setWidgetResizable(True)
+        self.scroll.setFrameShape(QFrame.Shape.NoFrame)
+        self.scroll.setWidget(inner)
+
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.setSpacing(2)
+        layout.addLayout(bar)
+        layout.addWidget(self.notice)
+        layout.addWidget(self.scroll, 1)
+
+        self.mode_box.currentIndexChanged.connect(self._options_from_ui)
+        self.sort_box.toggled.connect(self._options_from_ui)
+        self.mean_box.toggled.connect(self._options_from_ui)
+        self.notice_btn.clicked.connect(lambda: self.set_mode("squeeze"))
+        self.reset_btn.clicked.connect(lambda: self.interventionRequested.emit("", -1, "reset"))
+
+    # ------------------------------------------------------------------ model / options
+    def set_blocks(self, blocks: list[tuple[str, int]], untrained: bool) -> None:
+        for c in self.charts:
+            c.setParent(None)
+            c.deleteLater()
+        self.charts = []
+        self.means.clear()
+        for i, (name, channels) in enumerate(blocks, 1):
+            chart = ExcitationChart(name, f"SE{i} · {channels}", channels)
+            chart.setToolTip(f"{name}: {channels} channels. Click a bar to select, right-click to mute/boost.")
+            chart.channelSelected.connect(self.channelSelected)
+            chart.interventionRequested.connect(self.interventionRequested)
+            chart.hovered.connect(self.hovered)
+            self.chart_box.addWidget(chart, 1)
+            self.charts.append(chart)
+        self.notice.setVisible(untrained and self.options.mode == "gates")
+        self._untrained = untrained
+        if blocks:
+            self.select_block(blocks[0][0] if self.selected_block not in dict(blocks) else self.selected_block)
+
+    def set_mode(self, mode: str) -> None:
+        self.mode_box.setCurrentIndex(MODES.index(mode))
+
+    def _options_from_ui(self) -> None:
+        self.options.mode = self.mode_box.currentData()
+        self.options.sort = self.sort_box.isChecked()
+        self.options.show_mean = self.mean_box.isChecked()
+        self.notice.setVisible(getattr(self, "_untrained", False) and self.options.mode == "gates")
+        self.optionsChanged.emit()
+        if self.last_result is not None:
+            self.update_result(self.last_result, update_means=False)
+
+    def select_block(self, name: str) -> None:
+        self.selected_block = name
+        for c in self.charts:
+            c.getPlotItem().getAxis("left").setPen("#ffaa28" if c.block == name else "#8a8a8a")
+            c.setStyleSheet("border: 1px solid #ffaa28;" if c.block == name else "")
+        self.blockSelected.emit(name)
+
+    def select_channel(self, block: str, channel: int | None) -> None:
+        for c in self.charts:
+            c.select(channel if c.block == block else None)
+
+    def set_interventions(self, text: str) -> None:
+        self.interventions_label.setText(text)
+        self.reset_btn.setEnabled(bool(text))
+
+    # ------------------------------------------------------------------ per frame
+    def update_result(self, result, update_means: bool = True) -> None:
+        self.last_result = result
+        a = self.options.ema_alpha
+        if update_means and not result.meta.get("rerun"):
+            # Both running means advance every frame, so switching views is seamless.
+            for kind, source in (("gates", result.excitations), ("squeeze", result.squeezes)):
+                for block, values in source.items():
+                    mean = self.means.get(f"{kind}:{block}")
+                    fresh = mean is None or mean.shape != values.shape
+                    self.means[f"{kind}:{block}"] = values.copy() if fresh else (1 - a) * mean + a * values
+        squeeze = self.options.mode == "squeeze"
+        source = result.squeezes if squeeze else result.excitations
+        for chart in self.charts:
+            values = source.get(chart.block)
+            if values is None:
+                continue
+            mean = self.means.get(f"{'squeeze' if squeeze else 'gates'}:{chart.block}")
+            series = chart_series(values, mean, self.options.mode, self.options.sort)
+            chart.show_series(values, series, self.options.show_mean)

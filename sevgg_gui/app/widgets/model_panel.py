@@ -1,0 +1,46 @@
+"""The model panel: architecture, provenance, the article's SE parameter table, device."""
+
+from __future__ import annotations
+
+import html
+
+from PySide6.QtWidgets import QTextBrowser
+
+from ..worker import ModelInfo
+
+
+def model_html(info: ModelInfo) -> str:
+    rows = "".join(
+        f"<tr><td>SE{i}</td><td>{html.escape(n)}</td><td align=right>{c}</td></tr>"
+        for i, (n, c) in enumerate(info.blocks, 1)
+    )
+    warn = f"<p style='color:#ffb454'><b>{html.escape(info.warning)}</b></p>" if info.warning else ""
+    ckpt = (
+        f"<tr><td>checkpoint</td><td>{html.escape(info.checkpoint)}</td></tr>"
+        f"<tr><td>sha256</td><td><code>{info.sha256}</code></td></tr>"
+        if info.checkpoint
+        else ""
+    )
+    notes = "".join(f"<li>{html.escape(n)}</li>" for n in info.notes)
+    return (
+        f"<h3>{html.escape(info.name)}</h3>{warn}"
+        "<table cellspacing=2>"
+        f"<tr><td>weights</td><td>{html.escape(info.provenance)}</td></tr>{ckpt}"
+        f"<tr><td>classes</td><td>{info.num_classes}</td></tr>"
+        f"<tr><td>device</td><td>{html.escape(info.device)}{' (half precision)' if info.half else ''}</td></tr>"
+        f"<tr><td>SE gates</td><td>{'untrained (all exactly 0.5)' if info.untrained_gates else 'input-dependent'}</td></tr>"
+        "</table>"
+        f"<h4>Attention blocks</h4><table cellspacing=2><tr><th>#</th><th>module</th><th>channels</th></tr>{rows}</table>"
+        + (f"<h4>SE cost (params = 2·C²/r)</h4><pre>{html.escape(info.cost_table)}</pre>" if info.cost_table else "")
+        + (f"<ul>{notes}</ul>" if notes else "")
+    )
+
+
+class ModelPanel(QTextBrowser):
+    def __init__(self, parent=None) -> None:
+        super().__init__(parent)
+        self.setOpenExternalLinks(False)
+        self.setHtml("<i>Loading model…</i>")
+
+    def set_info(self, info: ModelInfo) -> None:
+        self.setHtml(model_html(info))

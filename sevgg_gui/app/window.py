@@ -1,0 +1,700 @@
+"""The main window: wires source -> worker -> views, menus, shortcuts, drag and drop, settings.
+
+The UI thread only moves data: frames go into a latest-wins slot read by the inference worker,
+Results come back by queued signal and are drawn at most once per event-loop turn (coalesced), so
+a slow model drops frames instead of freezing the window.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+from PySide6.QtCore import QByteArray, QSettings, Qt, QTimer, Signal
+from PySide6.QtGui import QAction, QActionGroup, QGuiApplication, QImage, QKeySequence
+from PySide6.QtWidgets import (
+    QFileDialog,
+    QFrame,
+    QHBoxLayout,
+    QLabel,
+    QMainWindow,
+    QMessageBox,
+    QProgressBar,
+    QPushButton,
+    QSplitter,
+    QTabWidget,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ..pipeline import LatestSlot, SourcePump
+from ..sources import Frame, SourceError, open_source
+from .widgets.charts_panel import ChartOptions, ChartsPanel
+from .widgets.input_view import InputView
+from .widgets.model_panel import ModelPanel
+from .widgets.predictions import PredictionsView
+from .widgets.thumbnails import FeatureThumbnails
+from .worker import ModelInfo, WorkerThread
+
+CHECKPOINT_SUFFIXES = {".pth", ".pt", ".ckpt", ".bin", ".safetensors"}
+SAMPLES = Path(__file__).resolve().parents[2] / "resources" / "samples"
+
+SHORTCUTS = [
+    ("Space", "pause / resume"),
+    ("← / →", "previous / next frame or image"),
+    ("O", "open an image, video or folder"),
+    ("Ctrl+K", "open a checkpoint"),
+    ("C", "start the camera"),
+    ("Ctrl+V", "classify the image on the clipboard"),
+    ("S", "save a screenshot of the window"),
+    ("Ctrl+E", "save the current excitations (CSV / NPZ)"),
+    ("R", "start / stop recording the session"),
+    ("1 – 9", "select SE block 1–9"),
+    ("Esc", "clear the selected channel"),
+    ("F", "full screen"),
+    ("?", "this list"),
+]
+
+
+class Banner(QFrame):
+    """A coloured line above the content with an optional action button."""
+
+    def __init__(self, color: str, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setStyleSheet(f"QFrame{{background:{color};border-radius:4px}} QLabel{{color:#101010}}")
+        lay = QHBoxLayout(self)
+        lay.setContentsMargins(10, 4, 10, 4)
+        self.label = QLabel()
+        self.label.setWordWrap(True)
+        self.button = QPushButton()
+        self.button.setVisible(False)
+        self._callback = None
+        self.button.clicked.connect(lambda: self._callback and self._callback())
+        self.close_btn = QPushButton("✕")
+        self.close_btn.setFlat(True)
+        self.close_btn.setFixedWidth(24)
+        self.close_btn.clicked.connect(self.hide)
+        lay.addWidget(self.label, 1)
+        lay.addWidget(self.button)
+        lay.addWidget(self.close_btn)
+        self.hide()
+
+    def show_text(self, text: str, button: str | None = None, callback=None) -> None:
+        self.label.setText(text)
+        self._callback = callback
+        self.button.setVisible(button is not None)
+        if button is not None:
+            self.button.setText(button)
+        self.show()
+
+
+class MainWindow(QMainWindow):
+    resultDrawn = Signal(int)  # number of results drawn so far (tests, headless mode)
+    sourceError = Signal(str)  # from the pump thread, delivered queued
+    sourceEnded = Signal()
+
+    def __init__(
+        self,
+        settings: QSettings | None = None,
+        *,
+        checkpoint: str | None = None,
+        device: str | None = None,
+        load_model: bool = True,
+    ) -> None:
+        super().__init__()
+        self.settings = settings or QSettings("sevgg_gui", "sevgg-gui")
+        self.setWindowTitle("sevgg-gui — Squeeze-and-Excitation attention, live")
+        self.setAcceptDrops(True)
+        self.frames: LatestSlot[Frame] = LatestSlot()
+        self.pump: SourcePump | None = None
+        self.source_spec: str | None = None
+        self.model_info: ModelInfo | None = None
+        self.checkpoint = checkpoint
+        self.device = device or str(self.settings.value("device", "auto"))
+        self.half = self.settings.value("half", False, type=bool)
+        self.selected: tuple[str, int] | None = None
+        self.last_result = None
+        self.drawn = 0
+        self.recording: list | None = None
+        self._pending = None
+        self._draw_scheduled = False
+        self._fps = 0.0
+        self._last_draw_t: float | None = None
+        self._draw_ms = 0.0
+        self._interventions: list[str] = []
+
+        self._build_views()
+        self._build_menus()
+        self._build_status()
+        self._restore_settings()
+
+        self.worker_thread = WorkerThread(self.frames)
+        w = self.worker_thread.worker
+        w.resultReady.connect(self._on_result)
+        w.modelLoaded.connect(self._on_model_loaded)
+        w.modelFailed.connect(self._on_model_failed)
+        w.inferenceFailed.connect(lambda msg: self.show_error(f"Inference failed: {msg}"))
+        self.sourceError.connect(self._on_source_error)
+        self.sourceEnded.connect(lambda: self.statusBar().showMessage("End of source", 4000))
+        if load_model:
+            self.load_model(checkpoint)
+
+    # ================================================================== layout
+    def _build_views(self) -> None:
+        self.input_view = InputView()
+        self.predictions = PredictionsView()
+        self.charts = ChartsPanel(options=self._load_chart_options())
+        self.thumbs = FeatureThumbnails()
+        self.model_panel = ModelPanel()
+
+        left = QWidget()
+        ll = QVBoxLayout(left)
+        ll.setContentsMargins(4, 4, 4, 4)
+        self.source_label = QLabel("No source")
+        self.source_label.setStyleSheet("color:#aaaaaa")
+        ll.addWidget(self.source_label)
+        ll.addWidget(self.input_view, 3)
+        title = QLabel("Top-5 predictions")
+        title.setStyleSheet("font-weight:bold")
+        ll.addWidget(title)
+        ll.addWidget(self.predictions)
+        self.tabs = QTabWidget()
+        self.tabs.addTab(self.model_panel, "Model")
+        ll.addWidget(self.tabs, 2)
+
+        right = QSplitter(Qt.Orientation.Vertical)
+        right.addWidget(self.charts)
+        right.addWidget(self.thumbs)
+        right.setStretchFactor(0, 4)
+        right.setStretchFactor(1, 1)
+        right.setSizes([560, 160])
+
+        split = QSplitter(Qt.Orientation.Horizontal)
+        split.addWidget(left)
+        split.addWidget(right)
+        split.setStretchFactor(0, 2)
+        split.setStretchFactor(1, 3)
+        split.setSizes([470, 800])
+        self.splitter = split
+
+        self.model_banner = Banner("#ffcf6b")
+        self.error_banner = Banner("#ff8a80")
+        self._error_timer = QTimer(self, singleShot=True, interval=10_000, timeout=self.error_banner.hide)
+
+        central = QWidget()
+        cl = QVBoxLayout(central)
+        cl.setContentsMargins(4, 4, 4, 0)
+        cl.setSpacing(4)
+        cl.addWidget(self.model_banner)
+        cl.addWidget(self.error_banner)
+        cl.addWidget(split, 1)
+        self.setCentralWidget(central)
+
+        self.charts.channelSelected.connect(self.select_channel)
+        self.charts.interventionRequested.connect(self.request_intervention)
+        self.charts.blockSelected.connect(self._on_block_selected)
+        self.charts.optionsChanged.connect(self._save_chart_options)
+        self.charts.hovered.connect(lambda t: self.statusBar().showMessage(t, 3000))
+
+    def _build_status(self) -> None:
+        sb = self.statusBar()
+        self.hud_device = QLabel("device: —")
+        self.hud_fps = QLabel("— fps")
+        self.hud_latency = QLabel("")
+        self.hud_dropped = QLabel("dropped 0")
+        self.progress = QProgressBar()
+        self.progress.setMaximumWidth(180)
+        self.progress.setVisible(False)
+        for wdg in (self.progress, self.hud_device, self.hud_fps, self.hud_latency, self.hud_dropped):
+            sb.addPermanentWidget(wdg)
+
+    def _build_menus(self) -> None:
+        mb = self.menuBar()
+
+        def act(menu, text, slot, shortcut=None, checkable=False, tip=None) -> QAction:
+            a = QAction(text, self)
+            if shortcut:
+                a.setShortcut(QKeySequence(shortcut))
+            a.setCheckable(checkable)
+            if tip:
+                a.setStatusTip(tip)
+            a.triggered.connect(slot)
+            menu.addAction(a)
+            self.addAction(a)  # shortcuts work in full screen and without the menu bar
+            return a
+
+        f = mb.addMenu("&File")
+        act(f, "Open image or video…", self.open_file_dialog, "O")
+        act(f, "Open folder…", self.open_folder_dialog, "Ctrl+Shift+O")
+        act(f, "Start camera", self.open_camera, "C")
+        act(f, "Paste image", self.paste_image, "Ctrl+V")
+        act(f, "Open bundled samples", lambda: self.open_source(str(SAMPLES)))
+        f.addSeparator()
+        act(f, "Open checkpoint…", self.open_checkpoint_dialog, "Ctrl+K")
+        f.addSeparator()
+        act(f, "Save excitations (CSV / NPZ)…", self.save_excitations_dialog, "Ctrl+E")
+        self.record_action = act(f, "Record session", self.toggle_recording, "R", checkable=True)
+        act(f, "Save screenshot…", self.save_screenshot_dialog, "S")
+        f.addSeparator()
+        act(f, "Quit", self.close, "Ctrl+Q")
+
+        p = mb.addMenu("&Playback")
+        self.pause_action = act(p, "Pause", self.toggle_pause, "Space", checkable=True)
+        act(p, "Previous frame / image", lambda: self.step(-1), "Left")
+        act(p, "Next frame / image", lambda: self.step(+1), "Right")
+
+        v = mb.addMenu("&View")
+        for i in range(1, 10):
+            a = QAction(f"Select block {i}", self)
+            a.setShortcut(QKeySequence(str(i)))
+            a.triggered.connect(lambda _=False, k=i: self.select_block_index(k - 1))
+            self.addAction(a)
+            if i <= 5:
+                v.addAction(a)
+        act(v, "Clear channel selection", lambda: self.select_channel("", -1), "Esc")
+        v.addSeparator()
+        act(v, "Full screen", self.toggle_fullscreen, "F", checkable=True)
+
+        m = mb.addMenu("&Model")
+        group = QActionGroup(self)
+        self.device_actions = {}
+        import torch
+
+        for dev in ("auto", "cpu", "cuda"):
+            a = QAction({"auto": "Device: automatic", "cpu": "Device: CPU", "cuda": "Device: CUDA GPU"}[dev], self)
+            a.setCheckable(True)
+            a.setEnabled(dev != "cuda" or torch.cuda.is_available())
+            a.setChecked(dev == self.device)
+            a.triggered.connect(lambda _=False, d=dev: self.set_device(d))
+            group.addAction(a)
+            m.addAction(a)
+            self.device_actions[dev] = a
+        self.half_action = act(m, "Half precision (GPU)", self.toggle_half, checkable=True)
+        self.half_action.setChecked(self.half)
+        m.addSeparator()
+        act(m, "Reset interventions", lambda: self.request_intervention("", -1, "reset"))
+
+        h = mb.addMenu("&Help")
+        act(h, "Keyboard shortcuts", self.show_shortcuts, "?")
+        act(h, "About", self.show_about)
+
+    # ================================================================== settings
+    def _load_chart_options(self) -> ChartOptions:
+        s = self.settings
+        return ChartOptions(
+            mode=str(s.value("charts/mode", "gates")),
+            sort=s.value("charts/sort", False, type=bool),
+            show_mean=s.value("charts/show_mean", True, type=bool),
+        )
+
+    def _save_chart_options(self) -> None:
+        o = self.charts.options
+        self.settings.setValue("charts/mode", o.mode)
+        self.settings.setValue("charts/sort", o.sort)
+        self.settings.setValue("charts/show_mean", o.show_mean)
+
+    def _restore_settings(self) -> None:
+        geo = self.settings.value("geometry")
+        if isinstance(geo, QByteArray | bytes) and geo:
+            self.restoreGeometry(geo)
+        else:
+            self.resize(1280, 800)
+
+    def save_settings(self) -> None:
+        self.settings.setValue("geometry", self.saveGeometry())
+        self.settings.setValue("device", self.device)
+        self.settings.setValue("half", self.half)
+        if self.source_spec and self.source_spec != "clipboard":
+            self.settings.setValue("last_source", self.source_spec)
+        self._save_chart_options()
+        self.settings.sync()
+
+    # ================================================================== model
+    def load_model(self, checkpoint: str | None, allow_download: bool = False) -> None:
+        self.statusBar().showMessage("Loading model…" if not checkpoint else f"Loading {Path(checkpoint).name}…")
+        self.progress.setRange(0, 0)
+        self.progress.setVisible(True)
+        self._requested_checkpoint = checkpoint
+        self.worker_thread.worker.load_model(checkpoint, self.device, self.half, allow_download)
+
+    def _on_model_loaded(self, info: ModelInfo) -> None:
+        self.progress.setVisible(False)
+        self.model_info = info
+        self.checkpoint = info.checkpoint
+        self.model_panel.set_info(info)
+        self.charts.set_blocks(info.blocks, info.untrained_gates)
+        self.selected = None
+        self._interventions.clear()
+        self.charts.set_interventions("")
+        self.hud_device.setText(f"device: {info.device}{' fp16' if info.half else ''}")
+        if info.warning:
+            self.model_banner.show_text(info.warning, "Open checkpoint…", self.open_checkpoint_dialog)
+        else:
+            self.model_banner.hide()
+        self.statusBar().showMessage(f"Model ready: {info.provenance}", 5000)
+
+    def _on_model_failed(self, message: str) -> None:
+        self.progress.setVisible(False)
+        kept = " — keeping the current model" if self.model_info else ""
+        self.show_error(f"Could not load the model: {message}{kept}")
+
+    def set_device(self, device: str) -> None:
+        self.device = device
+        self.load_model(self.checkpoint)
+
+    def toggle_half(self, on: bool) -> None:
+        self.half = on
+        self.load_model(self.checkpoint)
+
+    # ================================================================== sources
+    def open_source(self, spec: str) -> bool:
+        """Open a camera/video/image/folder; on failure show one line and keep the current source."""
+        try:
+            source = open_source(spec)
+        except SourceError as exc:
+            self.show_error(str(exc))
+            return False
+        self._stop_pump()
+        self.source_spec = spec
+        self.pause_action.setChecked(False)
+        self.pump = SourcePump(
+            source,
+            self.frames,
+            realtime=True,
+            on_error=self.sourceError.emit,
+            on_end=self.sourceEnded.emit,
+        )
+        self.pump.start()
+        if not self.pump.streaming:
+            self.pump.request_next()  # images and folders deliver on request
+        self.source_label.setText(f"Source: {source.name}")
+        self.error_banner.hide()
+        if not source.is_live:
+            self.settings.setValue("last_source", spec)
+        return True
+
+    def _stop_pump(self) -> None:
+        if self.pump is not None:
+            self.pump.stop()
+            self.pump = None
+
+    def _on_source_error(self, message: str) -> None:
+        if self.source_spec and self.source_spec.startswith("camera"):
+            spec = self.source_spec
+            self.error_banner.show_text(message, "Retry camera", lambda: self.open_source(spec))
+            self._error_timer.stop()
+        else:
+            self.show_error(message)
+
+    def open_camera(self) -> None:
+        index = self.settings.value("camera/index", 0, type=int)
+        self.open_source(f"camera:{index}")
+
+    def push_frame(self, rgb: np.ndarray, origin: str) -> None:
+        """Classify one still image that did not come from a source (clipboard)."""
+        self._stop_pump()
+        self.source_spec = origin
+        self.frames.put(Frame(rgb=rgb, index=0, timestamp=time.perf_counter(), origin=origin, capture_ms=0.0))
+        self.source_label.setText(f"Source: {origin}")
+
+    def paste_image(self) -> None:
+        img: QImage = QGuiApplication.clipboard().image()
+        if img.isNull():
+            self.show_error("The clipboard holds no image")
+            return
+        self.push_frame(qimage_to_rgb(img), "clipboard")
+
+    def toggle_pause(self, paused: bool) -> None:
+        if self.pump is None:
+            return
+        if paused:
+            self.pump.pause()
+            self.statusBar().showMessage("Paused — ← / → step", 3000)
+        else:
+            self.pump.resume()
+
+    def step(self, delta: int) -> None:
+        if self.pump is not None:
+            if self.pump.source.is_live:
+                self.statusBar().showMessage("A camera cannot step", 2000)
+                return
+            self.pump.step(delta)
+
+    # ================================================================== results
+    def _on_result(self, result) -> None:
+        self._pending = result
+        if not self._draw_scheduled:
+            self._draw_scheduled = True
+            QTimer.singleShot(0, self._draw_pending)
+
+    def _draw_pending(self) -> None:
+        self._draw_scheduled = False
+        result, self._pending = self._pending, None
+        if result is not None:
+            self.draw_result(result)
+
+    def draw_result(self, result) -> None:
+        t0 = time.perf_counter()
+        self.last_result = result
+        meta = result.meta
+        if result.image is not None:
+            self.input_view.set_frame(result.image, meta.get("crop_box"))
+        self.predictions.set_predictions([(p.label, p.prob) for p in result.topk])
+        self.charts.update_result(result)
+        self._update_maps(result)
+        if self.recording is not None and not meta.get("rerun"):
+            self.recording.append(result)
+            self.record_action.setText(f"Stop recording ({len(self.recording)} frames)")
+        now = time.perf_counter()
+        if self._last_draw_t is not None and not meta.get("rerun"):
+            dt = now - self._last_draw_t
+            self._fps = 1.0 / dt if self._fps == 0 else 0.9 * self._fps + 0.1 / max(dt, 1e-6)
+        self._last_draw_t = now
+        self._draw_ms = (time.perf_counter() - t0) * 1e3
+        t = result.timings
+        latency = (time.perf_counter() - meta["captured_at"]) * 1e3 if "captured_at" in meta else float("nan")
+        self.hud_fps.setText(f"{self._fps:.1f} fps")
+        self.hud_latency.setText(
+            f"capture {meta.get('capture_ms', 0):.0f} · pre {t.get('preprocess', 0):.0f} · "
+            f"model {t.get('model', 0):.0f} · draw {self._draw_ms:.0f} ms · end-to-end {latency:.0f} ms"
+        )
+        self.hud_dropped.setText(f"dropped {meta.get('dropped', 0)}")
+        self.drawn += 1
+        self.resultDrawn.emit(self.drawn)
+
+    def _update_maps(self, result) -> None:
+        block = self.charts.selected_block
+        if block is None:
+            return
+        title = self._block_title(block)
+        maps = result.feature_maps.get(block)
+        self.thumbs.update_maps(title, result.excitations.get(block, np.zeros(0)), maps)
+        if self.selected and self.selected[0] == block and maps is not None:
+            self.input_view.set_overlay(maps[1][self.selected[1]])
+        else:
+            self.input_view.set_overlay(None)
+
+    def _block_title(self, block: str) -> str:
+        if self.model_info:
+            for i, (n, c) in enumerate(self.model_info.blocks, 1):
+                if n == block:
+                    return f"SE{i} ({n}, {c} ch)"
+        return block
+
+    # ================================================================== selection / interventions
+    def select_block_index(self, i: int) -> None:
+        if self.model_info and 0 <= i < len(self.model_info.blocks):
+            self.charts.select_block(self.model_info.blocks[i][0])
+
+    def _on_block_selected(self, block: str) -> None:
+        self.worker_thread.worker.set_maps_block(block)
+        if self.selected and self.selected[0] != block:
+            self.selected = None
+            self.charts.select_channel("", None)
+        self.worker_thread.worker.rerun()
+
+    def select_channel(self, block: str, channel: int) -> None:
+        if channel < 0:
+            self.selected = None
+            self.charts.select_channel("", None)
+            self.input_view.set_overlay(None)
+            return
+        self.selected = (block, channel)
+        if self.charts.selected_block != block:
+            self.charts.select_block(block)  # records this block's maps, re-runs the frame
+        self.charts.select_channel(block, channel)
+        if self.last_result is not None:
+            self._update_maps(self.last_result)
+        self.statusBar().showMessage(f"Selected {self._block_title(block)} channel {channel}", 4000)
+
+    def request_intervention(self, block: str, channel: int, action: str) -> None:
+        w = self.worker_thread.worker
+        if action == "reset":
+            w.clear_interventions()
+            self._interventions.clear()
+        elif action == "mute":
+            w.intervene(block, channel, value=0.0)
+            self._interventions.append(f"{self._short(block)}:{channel}=0")
+        elif action == "boost":
+            w.intervene(block, channel, scale=2.0)
+            self._interventions.append(f"{self._short(block)}:{channel}×2")
+        text = ", ".join(self._interventions[-4:])
+        if len(self._interventions) > 4:
+            text = f"… {text}"
+        self.charts.set_interventions(f"Interventions: {text}" if self._interventions else "")
+
+    def _short(self, block: str) -> str:
+        if self.model_info:
+            for i, (n, _c) in enumerate(self.model_info.blocks, 1):
+                if n == block:
+                    return f"SE{i}"
+        return block
+
+    # ================================================================== files
+    def open_file_dialog(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(
+            self,
+            "Open image or video",
+            self._last_dir(),
+            "Images and videos (*.jpg *.jpeg *.png *.bmp *.gif *.tif *.tiff *.webp *.mp4 *.avi *.mov *.mkv *.webm);;All files (*)",
+        )
+        if path:
+            self._remember_dir(path)
+            self.open_path(path)
+
+    def open_folder_dialog(self) -> None:
+        path = QFileDialog.getExistingDirectory(self, "Open folder of images", self._last_dir())
+        if path:
+            self._remember_dir(path)
+            self.open_source(path)
+
+    def open_checkpoint_dialog(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(
+            self, "Open checkpoint", self._last_dir(), "Checkpoints (*.pth *.pt *.ckpt *.safetensors *.bin);;All files (*)"
+        )
+        if path:
+            self._remember_dir(path)
+            self.load_model(path)
+
+    def open_path(self, path: str) -> None:
+        """A dropped or chosen path: checkpoints load as models, anything else opens as a source."""
+        if Path(path).suffix.lower() in CHECKPOINT_SUFFIXES:
+            self.load_model(path)
+        else:
+            self.open_source(path)
+
+    def _last_dir(self) -> str:
+        return str(self.settings.value("last_dir", str(Path.home())))
+
+    def _remember_dir(self, path: str) -> None:
+        self.settings.setValue("last_dir", str(Path(path).parent))
+
+    def save_excitations_dialog(self) -> None:
+        if self.last_result is None:
+            self.show_error("Nothing to save yet: no frame has been classified")
+            return
+        path, _ = QFileDialog.getSaveFileName(self, "Save excitations", self._last_dir(), "CSV (*.csv);;NumPy (*.npz)")
+        if path:
+            self.save_excitations(path)
+
+    def save_excitations(self, path: str) -> None:
+        from ..export import write_excitations
+
+        if Path(path).suffix not in (".csv", ".npz"):
+            path += ".csv"
+        r = self.last_result
+        try:
+            write_excitations(path, [f"{r.meta.get('origin', 'frame')}#{r.meta.get('index', 0)}"], [r])
+        except OSError as exc:
+            self.show_error(f"Could not save {path}: {exc.strerror or exc}")
+            return
+        self.statusBar().showMessage(f"Saved {path}", 5000)
+
+    def toggle_recording(self, on: bool) -> None:
+        if on:
+            self.recording = []
+            self.record_action.setText("Stop recording")
+            self.statusBar().showMessage("Recording every frame's excitations and predictions…", 4000)
+            return
+        frames, self.recording = self.recording or [], None
+        self.record_action.setText("Record session")
+        if not frames:
+            self.statusBar().showMessage("Recording stopped: no frames", 4000)
+            return
+        path, _ = QFileDialog.getSaveFileName(self, "Save recorded session", self._last_dir(), "NumPy (*.npz)")
+        if path:
+            self.save_recording(path, frames)
+
+    def save_recording(self, path: str, frames: list) -> None:
+        from ..export import write_excitations
+
+        names = [f"{r.meta.get('origin', 'frame')}#{r.meta.get('index', i)}" for i, r in enumerate(frames)]
+        try:
+            write_excitations(path if path.endswith(".npz") else path + ".npz", names, frames)
+        except OSError as exc:
+            self.show_error(f"Could not save {path}: {exc.strerror or exc}")
+            return
+        self.statusBar().showMessage(f"Saved {len(frames)} frames to {path}", 5000)
+
+    def save_screenshot_dialog(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(self, "Save screenshot", self._last_dir(), "PNG (*.png)")
+        if path:
+            self.save_screenshot(path if path.endswith(".png") else path + ".png")
+
+    def save_screenshot(self, path: str) -> bool:
+        ok = self.grab().save(path, "PNG")
+        if ok:
+            self.statusBar().showMessage(f"Screenshot saved to {path}", 5000)
+        else:
+            self.show_error(f"Could not save the screenshot to {path}")
+        return ok
+
+    # ================================================================== drag and drop
+    def dragEnterEvent(self, event) -> None:  # noqa: N802
+        if event.mimeData().hasUrls() or event.mimeData().hasImage():
+            event.acceptProposedAction()
+
+    def dropEvent(self, event) -> None:  # noqa: N802
+        md = event.mimeData()
+        paths = [u.toLocalFile() for u in md.urls() if u.isLocalFile()]
+        if not paths and md.hasImage():
+            self.push_frame(qimage_to_rgb(QImage(md.imageData())), "dropped image")
+            event.acceptProposedAction()
+            return
+        ckpts = [p for p in paths if Path(p).suffix.lower() in CHECKPOINT_SUFFIXES]
+        others = [p for p in paths if p not in ckpts]
+        if ckpts:
+            self.load_model(ckpts[0])
+        if others:
+            self.open_source(others[0])
+        if len(paths) > 1 + bool(ckpts and others):
+            self.statusBar().showMessage(f"Opened the first of {len(paths)} dropped items", 4000)
+        event.acceptProposedAction()
+
+    # ================================================================== misc UI
+    def show_error(self, message: str) -> None:
+        self.error_banner.show_text(message.splitlines()[0] if message else "Error")
+        self._error_timer.start()
+        self.statusBar().showMessage(message.splitlines()[0] if message else "", 8000)
+
+    def toggle_fullscreen(self, on: bool) -> None:
+        self.showFullScreen() if on else self.showNormal()
+
+    def show_shortcuts(self) -> None:
+        rows = "".join(f"<tr><td><b>{k}</b></td><td>&nbsp;{d}</td></tr>" for k, d in SHORTCUTS)
+        box = QMessageBox(self)
+        box.setWindowTitle("Keyboard shortcuts")
+        box.setTextFormat(Qt.TextFormat.RichText)
+        box.setText(f"<table>{rows}</table>")
+        box.open()
+
+    def show_about(self) -> None:
+        import cv2
+        import PySide6
+        import pyqtgraph
+        import torch
+        import torchvision
+
+        from .. import __version__
+
+        QMessageBox.about(
+            self,
+            "About sevgg-gui",
+            f"<h3>sevgg-gui {__version__}</h3><p>Squeeze-and-Excitation attention in VGG16-SE, live.</p>"
+            f"<p>torch {torch.__version__} · torchvision {torchvision.__version__} · "
+            f"PySide6 {PySide6.__version__} · pyqtgraph {pyqtgraph.__version__} · OpenCV {cv2.__version__}</p>",
+        )
+
+    def closeEvent(self, event) -> None:  # noqa: N802
+        self.save_settings()
+        self._stop_pump()
+        self.worker_thread.close()
+        super().closeEvent(event)
+
+
+def qimage_to_rgb(img: QImage) -> np.ndarray:
+    img = img.convertToFormat(QImage.Format.Format_RGB888)
+    w, h, bpl = img.width(), img.height(), img.bytesPerLine()
+    buf = np.frombuffer(img.constBits(), np.uint8, count=bpl * h).reshape(h, bpl)
+    return np.ascontiguousarray(buf[:, : w * 3].reshape(h, w, 3))

@@ -1,0 +1,244 @@
+"""The inference worker: a QObject living in its own QThread that owns the Predictor.
+
+Frames arrive through a :class:`~sevgg_gui.pipeline.LatestSlot` (a newer frame replaces a pending one,
+so the model always works on the freshest frame and stale ones are counted as dropped); commands
+(load a model, change the recorded block, interventions) arrive through a thread-safe queue, so the
+UI thread never waits for the model and never touches it.
+"""
+
+from __future__ import annotations
+
+import queue
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from PySide6.QtCore import QObject, QThread, Signal
+
+from ..pipeline import LatestSlot
+from ..sources import Frame
+
+
+@dataclass
+class ModelInfo:
+    """What the views need to know about the loaded model (plain data, crosses threads)."""
+
+    name: str
+    provenance: str
+    num_classes: int
+    blocks: list[tuple[str, int]]  # (block name, channels)
+    device: str
+    half: bool
+    warning: str | None = None
+    untrained_gates: bool = False
+    checkpoint: str | None = None
+    sha256: str | None = None
+    cost_table: str = ""
+    notes: list[str] = field(default_factory=list)
+    preprocess: Any = None
+
+
+class InferenceWorker(QObject):
+    resultReady = Signal(object)  # Result, with meta about the frame
+    modelLoaded = Signal(object)  # ModelInfo
+    modelFailed = Signal(str)  # one line; the previous model stays
+    inferenceFailed = Signal(str)  # one line per failed frame
+    finished = Signal()
+
+    def __init__(self, frames: LatestSlot[Frame]) -> None:
+        super().__init__()
+        self.frames = frames
+        self._commands: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self._running = True
+        self.predictor: Any = None
+        self.maps_block: str | None = None
+        self.last_frame: Frame | None = None
+        self.processed = 0
+        self.model_slowdown_s = 0.0  # tests: simulate a slow model without touching its math
+
+    # ------------------------------------------------------------------ called from any thread
+    def submit(self, fn: Callable[[], None]) -> None:
+        self._commands.put(fn)  # picked up within one frame-wait timeout (50 ms)
+
+    def stop(self) -> None:
+        self._running = False
+        self.frames.close()
+
+    def load_model(
+        self, checkpoint: str | None, device: str = "auto", half: bool = False, allow_download: bool = False
+    ) -> None:
+        self.submit(lambda: self._load_model(checkpoint, device, half, allow_download))
+
+    def set_predictor(self, predictor: Any, info: ModelInfo) -> None:
+        """Install a ready-made predictor (tests, or models built elsewhere)."""
+        self.submit(lambda: self._install(predictor, info))
+
+    def set_maps_block(self, name: str | None) -> None:
+        self.submit(lambda: self._set_maps(name))
+
+    def intervene(self, block: str, channel: int, *, value: float | None = None, scale: float | None = None) -> None:
+        def run() -> None:
+            if self.predictor is not None:
+                self.predictor.recorder.intervene(block, channel, value=value, scale=scale)
+                self._rerun()
+
+        self.submit(run)
+
+    def clear_interventions(self) -> None:
+        def run() -> None:
+            if self.predictor is not None:
+                self.predictor.recorder.clear_interventions()
+                self._rerun()
+
+        self.submit(run)
+
+    def rerun(self) -> None:
+        self.submit(self._rerun)
+
+    # ------------------------------------------------------------------ worker thread
+    def run(self) -> None:
+        """The loop: drain commands, then classify the newest frame, until stopped."""
+        while self._running:
+            self._drain_commands()
+            frame = self.frames.get(timeout=0.05)
+            if frame is None or not self._running:
+                continue
+            self.last_frame = frame
+            self._process(frame)
+        self._drain_commands()
+        if self.predictor is not None:
+            self.predictor.close()
+        self.finished.emit()
+
+    def _drain_commands(self) -> None:
+        while True:
+            try:
+                fn = self._commands.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                fn()
+            except Exception as exc:  # a command must never kill the thread
+                self.inferenceFailed.emit(_one_line(exc))
+
+    def _rerun(self) -> None:
+        if self.last_frame is not None and self.predictor is not None:
+            self._process(self.last_frame, rerun=True)
+
+    def _process(self, frame: Frame, rerun: bool = False) -> None:
+        if self.predictor is None:
+            return
+        try:
+            t0 = time.perf_counter()
+            if self.model_slowdown_s:
+                time.sleep(self.model_slowdown_s)
+            result = self.predictor.predict(frame.rgb)
+            result.meta.update(
+                origin=frame.origin,
+                index=frame.index,
+                captured_at=frame.timestamp,
+                capture_ms=frame.capture_ms,
+                dropped=self.frames.dropped,
+                rerun=rerun,
+                worker_ms=(time.perf_counter() - t0) * 1e3,
+                crop_box=self.predictor.preprocess.crop_box(*frame.rgb.shape[:2]),
+                maps_block=self.maps_block,
+            )
+            self.processed += 1
+            self.resultReady.emit(result)
+        except Exception as exc:
+            self.inferenceFailed.emit(_one_line(exc))
+
+    def _set_maps(self, name: str | None) -> None:
+        self.maps_block = name
+        if self.predictor is not None:
+            self.predictor.set_maps_for([name] if name in self.predictor.block_names else [])
+
+    def _install(self, predictor: Any, info: ModelInfo) -> None:
+        old, self.predictor = self.predictor, predictor
+        if old is not None:
+            old.close()  # no hooks left behind on the old model
+        if self.maps_block not in predictor.block_names:
+            self.maps_block = predictor.block_names[0]
+        predictor.set_maps_for([self.maps_block])
+        self.modelLoaded.emit(info)
+        self._rerun()
+
+    def _load_model(self, checkpoint: str | None, device: str, half: bool, allow_download: bool) -> None:
+        try:
+            predictor, info = build_predictor(checkpoint, device=device, half=half, allow_download=allow_download)
+        except Exception as exc:
+            self.modelFailed.emit(_one_line(exc))
+            return
+        self._install(predictor, info)
+
+
+def build_predictor(
+    checkpoint: str | None, *, device: str = "auto", half: bool = False, allow_download: bool = False
+) -> tuple[Any, ModelInfo]:
+    """Load a model through the core and wrap it in a Predictor (runs on the worker thread)."""
+    from ..inference import Predictor
+    from ..zoo import load_model
+
+    loaded = load_model(checkpoint, allow_download=allow_download)
+    predictor = Predictor(
+        loaded.model, device=device, half=half, class_names=loaded.class_names, preprocess=loaded.preprocess()
+    )
+    return predictor, describe_model(predictor, loaded)
+
+
+def describe_model(predictor: Any, loaded: Any = None) -> ModelInfo:
+    """Plain-data description of a predictor's model for the views."""
+    from ..analysis import format_cost_table, model_cost
+    from ..zoo import gates_untrained
+
+    model = predictor.model
+    size = predictor.preprocess.crop_size
+    rec = predictor.recorder
+    try:
+        table = format_cost_table(model_cost(model, (size, size)))
+    except Exception:  # analysis is informative only
+        table = ""
+    info_ckpt = getattr(loaded, "info", None)
+    return ModelInfo(
+        name=type(model).__name__,
+        provenance=getattr(loaded, "provenance", None) or str(getattr(model, "provenance", "in-memory model")),
+        num_classes=len(predictor.class_names),
+        blocks=[(n, rec.taps[n].channels) for n in rec.blocks],
+        device=str(predictor.device),
+        half=predictor.half,
+        warning=getattr(loaded, "warning", None),
+        untrained_gates=gates_untrained(model),
+        checkpoint=info_ckpt.path if info_ckpt else None,
+        sha256=info_ckpt.sha256 if info_ckpt else None,
+        cost_table=table,
+        notes=list(getattr(loaded, "notes", []) or []) + [f"input {size}x{size}"],
+        preprocess=predictor.preprocess,
+    )
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    if not text:
+        text = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+    return text.splitlines()[0][:300]
+
+
+class WorkerThread:
+    """Owns the QThread + worker pair; ``close`` stops the loop and joins the thread."""
+
+    def __init__(self, frames: LatestSlot[Frame]) -> None:
+        self.thread = QThread()
+        self.thread.setObjectName("sevgg-inference")
+        self.worker = InferenceWorker(frames)
+        self.worker.moveToThread(self.thread)
+        self.thread.started.connect(self.worker.run)
+        self.worker.finished.connect(self.thread.quit)  # direct: ends the thread's loop before it starts
+        self.thread.start()
+
+    def close(self, timeout_ms: int = 10_000) -> bool:
+        self.worker.stop()
+        self.thread.quit()
+        return self.thread.wait(timeout_ms)
