@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Protocol
+from typing import Any, Protocol, Self
 
 import cv2
 import numpy as np
@@ -141,7 +141,7 @@ class FrameSource(ABC):
         """Release whatever the source holds; safe to call twice."""
         self._closed = True
 
-    def __enter__(self) -> FrameSource:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(

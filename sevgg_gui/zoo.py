@@ -15,8 +15,8 @@ from .images import Preprocess
 from .models.vgg import VGG16_SE, cached_weights_path, from_vgg16
 
 RANDOM_WARNING = (
-    "Random weights: predictions are meaningless. Open a trained checkpoint, or run "
-    "`sevgg fetch-weights` once online to start from ImageNet VGG16."
+    "Random weights: predictions are meaningless. Open a trained checkpoint (Ctrl+K), or download "
+    "ImageNet VGG16 once (`sevgg fetch-weights`) to start from its transfer."
 )
 
 

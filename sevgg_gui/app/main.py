@@ -21,7 +21,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--frames", type=int, default=None, help="headless: process N frames, then exit")
     p.add_argument("--screenshot", help="headless: save the whole window to this PNG and exit")
     p.add_argument("--block", type=int, default=None, help="select SE block 1-5 at start")
-    p.add_argument("--channel", type=int, default=None, help="select this channel of the block (heat overlay)")
+    p.add_argument(
+        "--channel", type=int, default=None, help="select this channel of the block (heat overlay)"
+    )
     p.add_argument("--mode", choices=["gates", "squeeze", "diff"], default=None, help="chart view at start")
     p.add_argument("--timeout", type=float, default=300.0, help="headless: give up after this many seconds")
     p.add_argument("--size", default="1280x800", help="headless window size, WxH")
@@ -32,7 +34,9 @@ def _style(app) -> None:
     import pyqtgraph as pg
     from PySide6.QtGui import QColor, QPalette
 
-    pg.setConfigOptions(antialias=False, imageAxisOrder="row-major", background="#1e1f22", foreground="#c8c8c8")
+    pg.setConfigOptions(
+        antialias=False, imageAxisOrder="row-major", background="#1e1f22", foreground="#c8c8c8"
+    )
     app.setStyle("Fusion")
     pal = QPalette()
     for role, color in (
@@ -59,7 +63,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     source = args.source or args.source_pos
 
-    from PySide6.QtCore import QSettings, QTimer
+    from PySide6.QtCore import QSettings
     from PySide6.QtWidgets import QApplication
 
     from .window import SAMPLES, MainWindow
@@ -69,7 +73,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     app.setOrganizationName("sevgg_gui")
     _style(app)
     if headless:  # never touch the user's settings from scripted runs
-        settings = QSettings(os.path.join(tempfile.mkdtemp(prefix="sevgg-gui-"), "settings.ini"), QSettings.Format.IniFormat)
+        settings = QSettings(
+            os.path.join(tempfile.mkdtemp(prefix="sevgg-gui-"), "settings.ini"), QSettings.Format.IniFormat
+        )
     else:
         settings = QSettings()
     win = MainWindow(settings, checkpoint=args.checkpoint, device=args.device)
@@ -88,60 +94,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         source = str(SAMPLES)
 
     if not headless:
+        from ..zoo import imagenet_vgg16_cached
+
+        if args.checkpoint is None and not imagenet_vgg16_cached():
+            win.download_weights()  # first use: fetch ImageNet VGG16 in the background
         if source:
             win.open_source(source)
         else:
             win.input_view.show_message("Drop an image, video, folder or checkpoint here")
         return app.exec()
-    return _run_headless(app, win, source, args)
+    from .headless import run_headless
 
-
-def _run_headless(app, win, source: str | None, args) -> int:
-    from PySide6.QtCore import QTimer
-
-    status = {"code": 0}
-    want = max(1, args.frames or 1)
-
-    def fail(msg: str, code: int = 2) -> None:
-        print(f"sevgg-gui: {msg}", file=sys.stderr)
-        status["code"] = code
-        app.exit(code)
-
-    def on_model_loaded(_info) -> None:
-        if args.block:
-            win.select_block_index(args.block - 1)
-
-    def on_drawn(n: int) -> None:
-        if n == 1 and args.block and args.channel is not None and win.model_info:
-            block = win.model_info.blocks[min(args.block, len(win.model_info.blocks)) - 1][0]
-            win.select_channel(block, args.channel)
-        if n >= want:
-            QTimer.singleShot(150, finish)
-        elif win.pump is not None and not win.pump.source.is_live and win.pump.source.fps is None:
-            win.pump.step(+1)  # images / folders advance on demand
-
-    def finish() -> None:
-        if args.screenshot and not win.save_screenshot(args.screenshot):
-            fail(f"could not write {args.screenshot}", 1)
-            return
-        if args.screenshot:
-            print(f"saved {args.screenshot} after {win.drawn} frame(s)")
-        app.exit(0)
-
-    win.worker_thread.worker.modelLoaded.connect(on_model_loaded)
-    win.worker_thread.worker.modelFailed.connect(lambda m: fail(f"model: {m}"))
-    win.resultDrawn.connect(on_drawn)
-    win.sourceError.connect(lambda m: fail(m))
-    if not source:
-        fail("no source given and no bundled samples found")
-        return 2
-    if not win.open_source(source):
-        fail(win.error_banner.label.text())
-        return 2
-    QTimer.singleShot(int(args.timeout * 1000), lambda: fail(f"timed out after {args.timeout:.0f} s", 3))
-    code = app.exec()
-    win.close()
-    return status["code"] or code
+    return run_headless(app, win, source, args)
 
 
 if __name__ == "__main__":

@@ -67,25 +67,32 @@ class Banner(QFrame):
         lay.setContentsMargins(10, 4, 10, 4)
         self.label = QLabel()
         self.label.setWordWrap(True)
-        self.button = QPushButton()
-        self.button.setVisible(False)
-        self._callback = None
-        self.button.clicked.connect(lambda: self._callback and self._callback())
+        self.buttons: list[QPushButton] = []
+        self._callbacks: list = []
+        for i in range(2):
+            b = QPushButton()
+            b.setVisible(False)
+            b.clicked.connect(lambda _=False, k=i: self._callbacks[k]() if k < len(self._callbacks) else None)
+            self.buttons.append(b)
+        self.button = self.buttons[0]
         self.close_btn = QPushButton("✕")
         self.close_btn.setFlat(True)
         self.close_btn.setFixedWidth(24)
         self.close_btn.clicked.connect(self.hide)
         lay.addWidget(self.label, 1)
-        lay.addWidget(self.button)
+        for b in self.buttons:
+            lay.addWidget(b)
         lay.addWidget(self.close_btn)
         self.hide()
 
-    def show_text(self, text: str, button: str | None = None, callback=None) -> None:
+    def show_text(self, text: str, *actions: tuple[str, object]) -> None:
+        """Show ``text`` with up to two (button label, callback) actions."""
         self.label.setText(text)
-        self._callback = callback
-        self.button.setVisible(button is not None)
-        if button is not None:
-            self.button.setText(button)
+        self._callbacks = [cb for _label, cb in actions]
+        for i, b in enumerate(self.buttons):
+            b.setVisible(i < len(actions))
+            if i < len(actions):
+                b.setText(actions[i][0])
         self.show()
 
 
@@ -115,7 +122,8 @@ class MainWindow(QMainWindow):
         self.half = self.settings.value("half", False, type=bool)
         self.selected: tuple[str, int] | None = None
         self.last_result = None
-        self.drawn = 0
+        self.drawn = 0  # results drawn, re-runs included
+        self.frames_drawn = 0  # new frames drawn (re-runs after an intervention excluded)
         self.recording: list | None = None
         self._pending = None
         self._draw_scheduled = False
@@ -130,13 +138,15 @@ class MainWindow(QMainWindow):
         self._restore_settings()
 
         self.worker_thread = WorkerThread(self.frames)
+        # Signals emitted on other threads go to bound methods of this (main-thread) window, queued.
+        queued = Qt.ConnectionType.QueuedConnection
         w = self.worker_thread.worker
-        w.resultReady.connect(self._on_result)
-        w.modelLoaded.connect(self._on_model_loaded)
-        w.modelFailed.connect(self._on_model_failed)
-        w.inferenceFailed.connect(lambda msg: self.show_error(f"Inference failed: {msg}"))
-        self.sourceError.connect(self._on_source_error)
-        self.sourceEnded.connect(lambda: self.statusBar().showMessage("End of source", 4000))
+        w.resultReady.connect(self._on_result, queued)
+        w.modelLoaded.connect(self._on_model_loaded, queued)
+        w.modelFailed.connect(self._on_model_failed, queued)
+        w.inferenceFailed.connect(self._on_inference_failed, queued)
+        self.sourceError.connect(self._on_source_error, queued)
+        self.sourceEnded.connect(self._on_source_ended, queued)
         if load_model:
             self.load_model(checkpoint)
 
@@ -262,7 +272,9 @@ class MainWindow(QMainWindow):
         import torch
 
         for dev in ("auto", "cpu", "cuda"):
-            a = QAction({"auto": "Device: automatic", "cpu": "Device: CPU", "cuda": "Device: CUDA GPU"}[dev], self)
+            a = QAction(
+                {"auto": "Device: automatic", "cpu": "Device: CPU", "cuda": "Device: CUDA GPU"}[dev], self
+            )
             a.setCheckable(True)
             a.setEnabled(dev != "cuda" or torch.cuda.is_available())
             a.setChecked(dev == self.device)
@@ -312,7 +324,9 @@ class MainWindow(QMainWindow):
 
     # ================================================================== model
     def load_model(self, checkpoint: str | None, allow_download: bool = False) -> None:
-        self.statusBar().showMessage("Loading model…" if not checkpoint else f"Loading {Path(checkpoint).name}…")
+        self.statusBar().showMessage(
+            "Loading model…" if not checkpoint else f"Loading {Path(checkpoint).name}…"
+        )
         self.progress.setRange(0, 0)
         self.progress.setVisible(True)
         self._requested_checkpoint = checkpoint
@@ -329,7 +343,11 @@ class MainWindow(QMainWindow):
         self.charts.set_interventions("")
         self.hud_device.setText(f"device: {info.device}{' fp16' if info.half else ''}")
         if info.warning:
-            self.model_banner.show_text(info.warning, "Open checkpoint…", self.open_checkpoint_dialog)
+            self.model_banner.show_text(
+                info.warning,
+                ("Open checkpoint…", self.open_checkpoint_dialog),
+                ("Download ImageNet VGG16", self.download_weights),
+            )
         else:
             self.model_banner.hide()
         self.statusBar().showMessage(f"Model ready: {info.provenance}", 5000)
@@ -338,6 +356,43 @@ class MainWindow(QMainWindow):
         self.progress.setVisible(False)
         kept = " — keeping the current model" if self.model_info else ""
         self.show_error(f"Could not load the model: {message}{kept}")
+
+    def download_weights(self) -> None:
+        """Fetch ImageNet VGG16 in the background (progress in the status bar), then transfer it."""
+        from ..downloads import vgg16_imagenet_target
+        from .downloader import Downloader
+
+        if getattr(self, "downloader", None) is not None:
+            return
+        url, dest = vgg16_imagenet_target()
+        self.downloader = Downloader(url, str(dest), self)
+        self.progress.setRange(0, 0)
+        self.progress.setVisible(True)
+        self.progress.setFormat("ImageNet VGG16 %p%")
+        self.statusBar().showMessage("Downloading ImageNet VGG16 weights…")
+        queued = Qt.ConnectionType.QueuedConnection
+        self.downloader.progress.connect(self._on_download_progress, queued)
+        self.downloader.finished.connect(self._on_download_done, queued)
+        self.downloader.failed.connect(self._on_download_failed, queued)
+        self.downloader.start()
+
+    def _on_download_progress(self, done: int, total: int) -> None:
+        if total:
+            self.progress.setRange(0, 1000)
+            self.progress.setValue(int(1000 * done / total))
+
+    def _on_download_done(self, _path: str) -> None:
+        self.downloader = None
+        self.load_model(None)
+
+    def _on_download_failed(self, message: str) -> None:
+        self.downloader = None
+        self.progress.setVisible(False)
+        self.model_banner.show_text(
+            f"{message}. Random weights: predictions are meaningless until you open a trained checkpoint.",
+            ("Open checkpoint…", self.open_checkpoint_dialog),
+            ("Retry download", self.download_weights),
+        )
 
     def set_device(self, device: str) -> None:
         self.device = device
@@ -382,10 +437,16 @@ class MainWindow(QMainWindow):
     def _on_source_error(self, message: str) -> None:
         if self.source_spec and self.source_spec.startswith("camera"):
             spec = self.source_spec
-            self.error_banner.show_text(message, "Retry camera", lambda: self.open_source(spec))
+            self.error_banner.show_text(message, ("Retry camera", lambda: self.open_source(spec)))
             self._error_timer.stop()
         else:
             self.show_error(message)
+
+    def _on_source_ended(self) -> None:
+        self.statusBar().showMessage("End of source", 4000)
+
+    def _on_inference_failed(self, message: str) -> None:
+        self.show_error(f"Inference failed: {message}")
 
     def open_camera(self) -> None:
         index = self.settings.value("camera/index", 0, type=int)
@@ -446,22 +507,28 @@ class MainWindow(QMainWindow):
         if self.recording is not None and not meta.get("rerun"):
             self.recording.append(result)
             self.record_action.setText(f"Stop recording ({len(self.recording)} frames)")
-        now = time.perf_counter()
-        if self._last_draw_t is not None and not meta.get("rerun"):
-            dt = now - self._last_draw_t
-            self._fps = 1.0 / dt if self._fps == 0 else 0.9 * self._fps + 0.1 / max(dt, 1e-6)
-        self._last_draw_t = now
         self._draw_ms = (time.perf_counter() - t0) * 1e3
-        t = result.timings
-        latency = (time.perf_counter() - meta["captured_at"]) * 1e3 if "captured_at" in meta else float("nan")
-        self.hud_fps.setText(f"{self._fps:.1f} fps")
+        if not meta.get("rerun"):
+            self.frames_drawn += 1
+            self._update_hud(result)
+        self.drawn += 1
+        self.resultDrawn.emit(self.drawn)
+
+    def _update_hud(self, result) -> None:
+        meta, t = result.meta, result.timings
+        now = time.perf_counter()
+        if self._last_draw_t is not None:
+            dt = max(now - self._last_draw_t, 1e-6)
+            self._fps = 1.0 / dt if self._fps == 0 else 0.9 * self._fps + 0.1 / dt
+        self._last_draw_t = now
+        latency = (now - meta["captured_at"]) * 1e3 if "captured_at" in meta else float("nan")
+        self.last_latency_ms = latency
+        self.hud_fps.setText(f"{self._fps:.1f} fps" if self._fps else "— fps")
         self.hud_latency.setText(
             f"capture {meta.get('capture_ms', 0):.0f} · pre {t.get('preprocess', 0):.0f} · "
             f"model {t.get('model', 0):.0f} · draw {self._draw_ms:.0f} ms · end-to-end {latency:.0f} ms"
         )
         self.hud_dropped.setText(f"dropped {meta.get('dropped', 0)}")
-        self.drawn += 1
-        self.resultDrawn.emit(self.drawn)
 
     def _update_maps(self, result) -> None:
         block = self.charts.selected_block
@@ -551,7 +618,10 @@ class MainWindow(QMainWindow):
 
     def open_checkpoint_dialog(self) -> None:
         path, _ = QFileDialog.getOpenFileName(
-            self, "Open checkpoint", self._last_dir(), "Checkpoints (*.pth *.pt *.ckpt *.safetensors *.bin);;All files (*)"
+            self,
+            "Open checkpoint",
+            self._last_dir(),
+            "Checkpoints (*.pth *.pt *.ckpt *.safetensors *.bin);;All files (*)",
         )
         if path:
             self._remember_dir(path)
@@ -574,7 +644,9 @@ class MainWindow(QMainWindow):
         if self.last_result is None:
             self.show_error("Nothing to save yet: no frame has been classified")
             return
-        path, _ = QFileDialog.getSaveFileName(self, "Save excitations", self._last_dir(), "CSV (*.csv);;NumPy (*.npz)")
+        path, _ = QFileDialog.getSaveFileName(
+            self, "Save excitations", self._last_dir(), "CSV (*.csv);;NumPy (*.npz)"
+        )
         if path:
             self.save_excitations(path)
 
@@ -602,7 +674,9 @@ class MainWindow(QMainWindow):
         if not frames:
             self.statusBar().showMessage("Recording stopped: no frames", 4000)
             return
-        path, _ = QFileDialog.getSaveFileName(self, "Save recorded session", self._last_dir(), "NumPy (*.npz)")
+        path, _ = QFileDialog.getSaveFileName(
+            self, "Save recorded session", self._last_dir(), "NumPy (*.npz)"
+        )
         if path:
             self.save_recording(path, frames)
 
@@ -671,8 +745,8 @@ class MainWindow(QMainWindow):
 
     def show_about(self) -> None:
         import cv2
-        import PySide6
         import pyqtgraph
+        import PySide6
         import torch
         import torchvision
 

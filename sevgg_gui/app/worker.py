@@ -57,6 +57,12 @@ class InferenceWorker(QObject):
         self.last_frame: Frame | None = None
         self.processed = 0
         self.model_slowdown_s = 0.0  # tests: simulate a slow model without touching its math
+        self._busy = False
+
+    @property
+    def idle(self) -> bool:
+        """No command queued, no frame pending, nothing running (headless mode waits for this)."""
+        return not self._busy and self._commands.empty() and not self.frames.pending
 
     # ------------------------------------------------------------------ called from any thread
     def submit(self, fn: Callable[[], None]) -> None:
@@ -78,7 +84,9 @@ class InferenceWorker(QObject):
     def set_maps_block(self, name: str | None) -> None:
         self.submit(lambda: self._set_maps(name))
 
-    def intervene(self, block: str, channel: int, *, value: float | None = None, scale: float | None = None) -> None:
+    def intervene(
+        self, block: str, channel: int, *, value: float | None = None, scale: float | None = None
+    ) -> None:
         def run() -> None:
             if self.predictor is not None:
                 self.predictor.recorder.intervene(block, channel, value=value, scale=scale)
@@ -105,8 +113,10 @@ class InferenceWorker(QObject):
             frame = self.frames.get(timeout=0.05)
             if frame is None or not self._running:
                 continue
+            self._busy = True
             self.last_frame = frame
             self._process(frame)
+            self._busy = False
         self._drain_commands()
         if self.predictor is not None:
             self.predictor.close()
@@ -118,10 +128,13 @@ class InferenceWorker(QObject):
                 fn = self._commands.get_nowait()
             except queue.Empty:
                 return
+            self._busy = True
             try:
                 fn()
             except Exception as exc:  # a command must never kill the thread
                 self.inferenceFailed.emit(_one_line(exc))
+            finally:
+                self._busy = False
 
     def _rerun(self) -> None:
         if self.last_frame is not None and self.predictor is not None:
@@ -164,11 +177,14 @@ class InferenceWorker(QObject):
             self.maps_block = predictor.block_names[0]
         predictor.set_maps_for([self.maps_block])
         self.modelLoaded.emit(info)
-        self._rerun()
+        if self.last_frame is not None:  # a frame that arrived while no model was ready
+            self._process(self.last_frame, rerun=False)
 
     def _load_model(self, checkpoint: str | None, device: str, half: bool, allow_download: bool) -> None:
         try:
-            predictor, info = build_predictor(checkpoint, device=device, half=half, allow_download=allow_download)
+            predictor, info = build_predictor(
+                checkpoint, device=device, half=half, allow_download=allow_download
+            )
         except Exception as exc:
             self.modelFailed.emit(_one_line(exc))
             return
@@ -204,7 +220,8 @@ def describe_model(predictor: Any, loaded: Any = None) -> ModelInfo:
     info_ckpt = getattr(loaded, "info", None)
     return ModelInfo(
         name=type(model).__name__,
-        provenance=getattr(loaded, "provenance", None) or str(getattr(model, "provenance", "in-memory model")),
+        provenance=getattr(loaded, "provenance", None)
+        or str(getattr(model, "provenance", "in-memory model")),
         num_classes=len(predictor.class_names),
         blocks=[(n, rec.taps[n].channels) for n in rec.blocks],
         device=str(predictor.device),

@@ -29,7 +29,9 @@ def small_model() -> VGG16_SE:
 
 
 def make_predictor(model: VGG16_SE) -> Predictor:
-    return Predictor(model, device="cpu", class_names=CLASSES, preprocess=Preprocess(crop_size=32, resize_size=36))
+    return Predictor(
+        model, device="cpu", class_names=CLASSES, preprocess=Preprocess(crop_size=32, resize_size=36)
+    )
 
 
 @pytest.fixture(scope="session")
@@ -52,12 +54,11 @@ def video_file(tmp_path_factory) -> Path:
 def window(qtbot, tmp_path, small_model):
     """The real main window with the small-input VGG16-SE installed (no 224x224 model load)."""
     from PySide6.QtCore import QSettings
+    from PySide6.QtWidgets import QApplication
 
     from sevgg_gui.app.main import _style
     from sevgg_gui.app.window import MainWindow
     from sevgg_gui.app.worker import describe_model
-
-    from PySide6.QtWidgets import QApplication
 
     _style(QApplication.instance())
     settings = QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
@@ -66,7 +67,9 @@ def window(qtbot, tmp_path, small_model):
     win.resize(1280, 800)
     win.show()
     predictor = make_predictor(small_model)
-    with qtbot.waitSignal(win.worker_thread.worker.modelLoaded, timeout=20_000):
-        win.worker_thread.worker.set_predictor(predictor, describe_model(predictor))
+    # Poll on the main thread: qtbot.waitSignal on a signal emitted by the worker thread would stop
+    # its timeout timer from that thread.
+    win.worker_thread.worker.set_predictor(predictor, describe_model(predictor))
+    qtbot.waitUntil(lambda: win.model_info is not None, timeout=20_000)
     yield win
     win.close()

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import numpy as np
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import Signal
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -57,7 +57,9 @@ class ChartsPanel(QWidget):
         for m in MODES:
             self.mode_box.addItem(MODE_LABELS[m], m)
         self.mode_box.setCurrentIndex(MODES.index(self.options.mode) if self.options.mode in MODES else 0)
-        self.mode_box.setToolTip("What the bars show: the gate s, the squeeze z (channel means), or s minus its running mean")
+        self.mode_box.setToolTip(
+            "What the bars show: the gate s, the squeeze z (channel means), or s minus its running mean"
+        )
         self.sort_box = QCheckBox("Sort by value")
         self.sort_box.setChecked(self.options.sort)
         self.mean_box = QCheckBox("Running mean")
@@ -117,7 +119,9 @@ class ChartsPanel(QWidget):
         self.means.clear()
         for i, (name, channels) in enumerate(blocks, 1):
             chart = ExcitationChart(name, f"SE{i} · {channels}", channels)
-            chart.setToolTip(f"{name}: {channels} channels. Click a bar to select, right-click to mute/boost.")
+            chart.setToolTip(
+                f"{name}: {channels} channels. Click a bar to select, right-click to mute/boost."
+            )
             chart.channelSelected.connect(self.channelSelected)
             chart.interventionRequested.connect(self.interventionRequested)
             chart.hovered.connect(self.hovered)
@@ -126,7 +130,9 @@ class ChartsPanel(QWidget):
         self.notice.setVisible(untrained and self.options.mode == "gates")
         self._untrained = untrained
         if blocks:
-            self.select_block(blocks[0][0] if self.selected_block not in dict(blocks) else self.selected_block)
+            self.select_block(
+                blocks[0][0] if self.selected_block not in dict(blocks) else self.selected_block
+            )
 
     def set_mode(self, mode: str) -> None:
         self.mode_box.setCurrentIndex(MODES.index(mode))

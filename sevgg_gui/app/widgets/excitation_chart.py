@@ -16,7 +16,11 @@ from PySide6.QtGui import QAction, QCursor, QFont
 from PySide6.QtWidgets import QMenu, QToolTip
 
 MODES = ("gates", "squeeze", "diff")
-MODE_LABELS = {"gates": "Excitation (gate)", "squeeze": "Squeeze (channel mean)", "diff": "Difference from mean"}
+MODE_LABELS = {
+    "gates": "Excitation (gate)",
+    "squeeze": "Squeeze (channel mean)",
+    "diff": "Difference from mean",
+}
 
 
 @dataclass
@@ -73,6 +77,7 @@ class ExcitationChart(pg.PlotWidget):
         for name in ("left", "bottom"):
             ax = pi.getAxis(name)
             ax.setTickFont(small)
+            ax.enableAutoSIPrefix(False)
             ax.setStyle(tickLength=-4, tickTextOffset=2)
         pi.getAxis("left").setWidth(52)
         pi.getAxis("bottom").setHeight(16)
@@ -168,7 +173,9 @@ class ExcitationChart(pg.PlotWidget):
             ("Reset all interventions", "reset"),
         ):
             act = QAction(label, menu)
-            act.triggered.connect(lambda _=False, a=action: self.interventionRequested.emit(self.block, channel, a))
+            act.triggered.connect(
+                lambda _=False, a=action: self.interventionRequested.emit(self.block, channel, a)
+            )
             menu.addAction(act)
         sel = QAction(f"Select channel {channel}", menu)
         sel.triggered.connect(lambda: self.channelSelected.emit(self.block, channel))

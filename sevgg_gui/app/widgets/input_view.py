@@ -24,7 +24,9 @@ class InputView(pg.GraphicsLayoutWidget):
         pen.setStyle(Qt.PenStyle.DashLine)
         pen.setCosmetic(True)
         self.crop.setPen(pen)
-        self.text = pg.TextItem("Drop an image, video, folder or checkpoint here", color=(200, 200, 200), anchor=(0.5, 0.5))
+        self.text = pg.TextItem(
+            "Drop an image, video, folder or checkpoint here", color=(200, 200, 200), anchor=(0.5, 0.5)
+        )
         for item in (self.image, self.overlay, self.crop, self.text):
             self.vb.addItem(item)
         self.text.setPos(0.5, 0.5)

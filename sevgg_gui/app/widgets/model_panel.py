@@ -31,7 +31,11 @@ def model_html(info: ModelInfo) -> str:
         f"<tr><td>SE gates</td><td>{'untrained (all exactly 0.5)' if info.untrained_gates else 'input-dependent'}</td></tr>"
         "</table>"
         f"<h4>Attention blocks</h4><table cellspacing=2><tr><th>#</th><th>module</th><th>channels</th></tr>{rows}</table>"
-        + (f"<h4>SE cost (params = 2·C²/r)</h4><pre>{html.escape(info.cost_table)}</pre>" if info.cost_table else "")
+        + (
+            f"<h4>SE cost (params = 2·C²/r)</h4><pre>{html.escape(info.cost_table)}</pre>"
+            if info.cost_table
+            else ""
+        )
         + (f"<ul>{notes}</ul>" if notes else "")
     )
 

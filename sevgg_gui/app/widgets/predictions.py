@@ -41,7 +41,9 @@ class PredictionsView(QWidget):
             text = p.fontMetrics().elidedText(label or "—", Qt.TextElideMode.ElideRight, int(label_w - 8))
             p.drawText(QRectF(6, y, label_w - 8, row_h), Qt.AlignmentFlag.AlignVCenter, text)
             bar_w = max(0.0, (w - label_w - pct_w - 6) * prob)
-            p.fillRect(QRectF(label_w, y + row_h * 0.2, w - label_w - pct_w - 6, row_h * 0.6), QColor(50, 52, 58))
+            p.fillRect(
+                QRectF(label_w, y + row_h * 0.2, w - label_w - pct_w - 6, row_h * 0.6), QColor(50, 52, 58)
+            )
             p.fillRect(
                 QRectF(label_w, y + row_h * 0.2, bar_w, row_h * 0.6),
                 QColor(255, 170, 40) if i == 0 else QColor(86, 156, 214),
