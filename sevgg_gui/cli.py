@@ -43,7 +43,11 @@ def _predictor(args: argparse.Namespace, loaded):
     from .inference import Predictor
 
     return Predictor(
-        loaded.model, device=args.device, class_names=loaded.class_names, half=args.half, preprocess=loaded.preprocess()
+        loaded.model,
+        device=args.device,
+        class_names=loaded.class_names,
+        half=args.half,
+        preprocess=loaded.preprocess(),
     )
 
 

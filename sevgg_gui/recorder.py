@@ -65,9 +65,21 @@ def _register_torchvision() -> None:
 _register_torchvision()
 
 
+_SPATIAL_TAPS: dict[type, Callable[[nn.Module], nn.Module]] = {}
+
+
+def register_spatial_type(cls: type, tap: Callable[[nn.Module], nn.Module]) -> None:
+    """Teach the recorder where a type's spatial attention map (B, 1, H, W) comes from.
+
+    ``tap(module)`` returns the submodule whose forward output is that map. A type may have a channel
+    gate (``register_gate_type``), a spatial map, or both; spatial-only types (sSE) are blocks too.
+    """
+    _SPATIAL_TAPS[cls] = tap
+
+
 def find_gate_blocks(model: nn.Module) -> list[tuple[str, nn.Module]]:
     """All recordable attention blocks in forward-definition order, by registered type."""
-    types = tuple(_TAPS)
+    types = tuple(_TAPS) + tuple(_SPATIAL_TAPS)
     return [(n, m) for n, m in model.named_modules() if isinstance(m, types) and n]
 
 
@@ -76,6 +88,17 @@ def _tap_for(module: nn.Module) -> GateTap:
         if cls in _TAPS:
             return _TAPS[cls](module)
     raise TypeError(f"no gate tap registered for {type(module).__name__}")
+
+
+def _has_gate_tap(module: nn.Module) -> bool:
+    return any(cls in _TAPS for cls in type(module).__mro__)
+
+
+def _spatial_tap_for(module: nn.Module) -> nn.Module | None:
+    for cls in type(module).__mro__:
+        if cls in _SPATIAL_TAPS:
+            return _SPATIAL_TAPS[cls](module)
+    return None
 
 
 @dataclass
@@ -107,7 +130,11 @@ class ExcitationRecorder:
         self.blocks: OrderedDict[str, nn.Module] = OrderedDict(find_gate_blocks(model))
         if not self.blocks:
             raise ValueError(f"{type(model).__name__} has no recordable attention blocks")
-        self.taps: dict[str, GateTap] = {n: _tap_for(b) for n, b in self.blocks.items()}
+        self.taps: dict[str, GateTap] = {n: _tap_for(b) for n, b in self.blocks.items() if _has_gate_tap(b)}
+        # Blocks with a spatial map: name -> submodule whose output is the (B, 1, H, W) map.
+        self.spatial_taps: dict[str, nn.Module] = {
+            n: t for n, b in self.blocks.items() if (t := _spatial_tap_for(b)) is not None
+        }
         self._first = next(iter(self.blocks))
         self.map_size = map_size
         self._map_names: set[str] = set()
@@ -117,6 +144,7 @@ class ExcitationRecorder:
         self._squeezes: dict[str, torch.Tensor] = {}
         self._maps_in: dict[str, torch.Tensor] = {}
         self._maps_out: dict[str, torch.Tensor] = {}
+        self._spatial: dict[str, torch.Tensor] = {}
         self._interventions: dict[str, list[_Intervention]] = {}
         self.forwards = 0
 
@@ -125,12 +153,15 @@ class ExcitationRecorder:
         if self._handles:
             return self
         for name, block in self.blocks.items():
-            tap = self.taps[name]
-            self._handles.append(tap.gate.register_forward_hook(self._gate_hook(name)))
-            if not self._squeeze_in_gate_hook(tap):
-                self._handles.append(
-                    tap.squeeze.register_forward_hook(self._squeeze_hook(name, tap.squeeze_from))
-                )
+            tap = self.taps.get(name)
+            if tap is not None:
+                self._handles.append(tap.gate.register_forward_hook(self._gate_hook(name)))
+                if not self._squeeze_in_gate_hook(tap):
+                    self._handles.append(
+                        tap.squeeze.register_forward_hook(self._squeeze_hook(name, tap.squeeze_from))
+                    )
+            if name in self.spatial_taps:
+                self._handles.append(self.spatial_taps[name].register_forward_hook(self._spatial_hook(name)))
             self._handles.append(block.register_forward_pre_hook(self._pre_hook(name)))
             self._handles.append(block.register_forward_hook(self._post_hook(name)))
         return self
@@ -187,6 +218,13 @@ class ExcitationRecorder:
 
         return hook
 
+    def _spatial_hook(self, name: str):
+        def hook(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
+            if not output.is_meta:
+                self._spatial[name] = output.detach()
+
+        return hook
+
     def _pre_hook(self, name: str):
         def hook(module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
             if inputs[0].is_meta:
@@ -230,6 +268,8 @@ class ExcitationRecorder:
             raise ValueError("give exactly one of value= or scale=")
         if block not in self.blocks:
             raise KeyError(f"unknown block {block!r}; known: {list(self.blocks)}")
+        if block not in self.taps:
+            raise ValueError(f"{block} has only a spatial map, no channel gate to intervene on")
         idx = torch.as_tensor([channels] if isinstance(channels, int) else list(channels), dtype=torch.long)
         n = self.taps[block].channels
         if idx.numel() and (idx.min() < 0 or idx.max() >= n):
@@ -282,6 +322,11 @@ class ExcitationRecorder:
         return self._cpu(self._squeezes, self.blocks)
 
     @property
+    def spatial_maps(self) -> OrderedDict[str, torch.Tensor]:
+        """block -> (B, 1, H, W) spatial attention map at the block's resolution, float32 CPU."""
+        return self._cpu(self._spatial, self.blocks)
+
+    @property
     def feature_maps(self) -> OrderedDict[str, tuple[torch.Tensor, torch.Tensor]]:
         """block -> (before gate, after gate), each (B, C, h, w) downsampled, float32 CPU."""
         return OrderedDict(
@@ -295,3 +340,4 @@ class ExcitationRecorder:
         self._squeezes.clear()
         self._maps_in.clear()
         self._maps_out.clear()
+        self._spatial.clear()
