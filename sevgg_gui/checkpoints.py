@@ -159,7 +159,8 @@ def infer_vgg16_se_hparams(sd: Mapping[str, torch.Tensor]) -> tuple[int, int]:
     num_classes = int(sd["classifier.6.weight"].shape[0])
     hidden = {int(k.split(".")[1]): int(v.shape[0]) for k, v in sd.items() if k.endswith(".fc.0.weight")}
     channels = {int(k.split(".")[1]): int(v.shape[1]) for k, v in sd.items() if k.endswith(".fc.0.weight")}
-    for r in [16, *range(1, 1025)]:
+    # Several ratios give the same widths (512 // 31 == 512 // 32 == 16): prefer the usual powers of two.
+    for r in [16, *(2**k for k in range(11)), *range(1, 1025)]:
         if all(se_hidden(channels[i], r) == h for i, h in hidden.items()):
             return num_classes, r
     raise CheckpointError(f"SE widths {sorted(hidden.values())} match no single reduction ratio")
@@ -219,12 +220,14 @@ def model_from_state_dict(
         notes.append("plain torchvision VGG16: transferred with SE gates at 0.5 (function-preserving)")
         return model, notes, num_classes, reduction
     if "classifier.6.weight" not in sd or not any(k.endswith(".fc.0.weight") for k in sd):
-        model = VGG16_SE()
+        with torch.device("meta"):
+            model = VGG16_SE()
         check_matches(sd, model)  # raises with a summary
     num_classes, reduction = infer_vgg16_se_hparams(sd)
-    model = VGG16_SE(num_classes=num_classes, reduction=reduction)
+    with torch.device("meta"):  # no 138M-parameter random init that load_state_dict would overwrite
+        model = VGG16_SE(num_classes=num_classes, reduction=reduction)
     check_matches(sd, model)
-    model.load_state_dict(sd, strict=True)
+    model.load_state_dict({k: v.float() for k, v in sd.items()}, strict=True, assign=True)
     return model, notes, num_classes, reduction
 
 
@@ -232,8 +235,13 @@ def load_checkpoint(
     path: str | os.PathLike[str], map_location: str | torch.device = "cpu"
 ) -> tuple[VGG16_SE, CheckpointInfo]:
     """Load a VGG16-SE checkpoint safely; returns (model in eval mode, info). Raises CheckpointError."""
+    from concurrent.futures import ThreadPoolExecutor
+
     path = Path(path)
-    sd, meta, notes = read_state_dict(path)
+    with ThreadPoolExecutor(1) as pool:  # hashing (GIL-free in hashlib) overlaps the load
+        sha_future = pool.submit(sha256_file, path) if path.is_file() else None
+        sd, meta, notes = read_state_dict(path)
+        sha = sha_future.result() if sha_future else ""
     try:
         model, more, num_classes, reduction = model_from_state_dict(sd, meta)
     except CheckpointError as exc:
@@ -245,7 +253,6 @@ def load_checkpoint(
         if len(class_names) != num_classes:
             notes.append(f"ignored {len(class_names)} class names for {num_classes} outputs")
             class_names = None
-    sha = sha256_file(path)
     provenance = str(meta.get("provenance") or f"checkpoint {path.name}")
     if more:
         provenance = f"{more[0]} ({path.name})"
