@@ -116,6 +116,7 @@ class MainWindow(QMainWindow):
         self.frames: LatestSlot[Frame] = LatestSlot()
         self.pump: SourcePump | None = None
         self.source_spec: str | None = None
+        self._source_options: dict = {}
         self.model_info: ModelInfo | None = None
         self.checkpoint = checkpoint
         self.device = device or str(self.settings.value("device", "auto"))
@@ -238,6 +239,7 @@ class MainWindow(QMainWindow):
         act(f, "Open image or video…", self.open_file_dialog, "O")
         act(f, "Open folder…", self.open_folder_dialog, "Ctrl+Shift+O")
         act(f, "Start camera", self.open_camera, "C")
+        act(f, "Choose camera and resolution…", self.choose_camera)
         act(f, "Paste image", self.paste_image, "Ctrl+V")
         act(f, "Open bundled samples", lambda: self.open_source(str(SAMPLES)))
         f.addSeparator()
@@ -403,15 +405,16 @@ class MainWindow(QMainWindow):
         self.load_model(self.checkpoint)
 
     # ================================================================== sources
-    def open_source(self, spec: str) -> bool:
+    def open_source(self, spec: str, **options) -> bool:
         """Open a camera/video/image/folder; on failure show one line and keep the current source."""
         try:
-            source = open_source(spec)
+            source = open_source(spec, **options)
         except SourceError as exc:
             self.show_error(str(exc))
             return False
         self._stop_pump()
         self.source_spec = spec
+        self._source_options = options
         self.pause_action.setChecked(False)
         self.pump = SourcePump(
             source,
@@ -436,8 +439,8 @@ class MainWindow(QMainWindow):
 
     def _on_source_error(self, message: str) -> None:
         if self.source_spec and self.source_spec.startswith("camera"):
-            spec = self.source_spec
-            self.error_banner.show_text(message, ("Retry camera", lambda: self.open_source(spec)))
+            spec, options = self.source_spec, self._source_options
+            self.error_banner.show_text(message, ("Retry camera", lambda: self.open_source(spec, **options)))
             self._error_timer.stop()
         else:
             self.show_error(message)
@@ -449,8 +452,18 @@ class MainWindow(QMainWindow):
         self.show_error(f"Inference failed: {message}")
 
     def open_camera(self) -> None:
-        index = self.settings.value("camera/index", 0, type=int)
-        self.open_source(f"camera:{index}")
+        s = self.settings
+        index = s.value("camera/index", 0, type=int)
+        w, h = s.value("camera/width", 0, type=int), s.value("camera/height", 0, type=int)
+        self.open_source(f"camera:{index}", width=w or None, height=h or None)
+
+    def choose_camera(self) -> None:
+        from ..sources import list_cameras
+        from .camera_dialog import CameraDialog
+
+        dialog = CameraDialog(self.settings, list_cameras(), self)
+        if dialog.exec():
+            self.open_camera()
 
     def push_frame(self, rgb: np.ndarray, origin: str) -> None:
         """Classify one still image that did not come from a source (clipboard)."""

@@ -192,3 +192,26 @@ def test_save_excitations_and_screenshot(qtbot, window, tmp_path):
     assert len(lines) == 1 + 1472
     assert window.save_screenshot(str(tmp_path / "shot.png"))
     assert (tmp_path / "shot.png").stat().st_size > 10_000
+
+
+def test_camera_that_vanishes_shows_a_message_and_retry_works(qtbot, window, video_file):
+    """A 'camera' backed by a real OpenCV capture on a short video: it runs dry like an unplugged one."""
+    import cv2
+
+    opened: list[int] = []
+
+    def factory(index: int):
+        opened.append(index)
+        return cv2.VideoCapture(str(video_file))
+
+    assert window.open_source("camera:0", capture_factory=factory)
+    qtbot.waitUntil(lambda: window.error_banner.isVisible(), timeout=30_000)
+    text = window.error_banner.label.text()
+    assert "camera 0" in text and "\n" not in text
+    assert (
+        window.error_banner.buttons[0].isVisible() and window.error_banner.buttons[0].text() == "Retry camera"
+    )
+    drawn = window.frames_drawn
+    window.error_banner.buttons[0].click()
+    assert len(opened) == 2
+    qtbot.waitUntil(lambda: window.frames_drawn > drawn, timeout=30_000)  # frames flow again after retry
