@@ -187,6 +187,9 @@ class ExcitationRecorder:
         if unknown:
             raise KeyError(f"unknown block(s) {sorted(unknown)}; known: {list(self.blocks)}")
         self._map_names = names
+        for maps in (getattr(self, "_maps_in", {}), getattr(self, "_maps_out", {})):
+            for stale in set(maps) - names:  # else a block no longer asked for keeps reporting old maps
+                del maps[stale]
 
     # ---------------------------------------------------------------- hooks
     @staticmethod

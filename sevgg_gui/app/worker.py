@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from PySide6.QtCore import QObject, QThread, Signal
+from PySide6.QtCore import QCoreApplication, QObject, QThread, Signal
 
 from ..pipeline import LatestSlot
 from ..sources import Frame
@@ -120,6 +120,11 @@ class InferenceWorker(QObject):
         self._drain_commands()
         if self.predictor is not None:
             self.predictor.close()
+        # Hand this object back to the main thread, so it is deleted there like any other wrapper
+        # (its own thread is about to end and will run no event loop to delete it).
+        app = QCoreApplication.instance()
+        if app is not None:
+            self.moveToThread(app.thread())
         self.finished.emit()
 
     def _drain_commands(self) -> None:

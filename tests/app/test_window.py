@@ -100,6 +100,8 @@ def test_drop_checkpoint_loads_it_and_a_bad_one_keeps_the_model(qtbot, window, t
     ckpt = save_checkpoint(small_model, tmp_path / "three.pth", class_names=["x", "y", "z"], input_size=32)
     drop(window, [ckpt])
     qtbot.waitUntil(lambda: window.model_info.checkpoint == str(ckpt), timeout=60_000)
+    # Switching models left no hook on the previous one.
+    assert all(not m._forward_hooks and not m._forward_pre_hooks for m in small_model.modules())
     assert window.model_info.sha256 and len(window.model_info.sha256) == 64
     wrong = tmp_path / "resnet.pth"
     import torchvision
@@ -215,3 +217,28 @@ def test_camera_that_vanishes_shows_a_message_and_retry_works(qtbot, window, vid
     window.error_banner.buttons[0].click()
     assert len(opened) == 2
     qtbot.waitUntil(lambda: window.frames_drawn > drawn, timeout=30_000)  # frames flow again after retry
+
+
+def test_record_session_to_npz(qtbot, window, video_file, tmp_path):
+    window.toggle_recording(True)
+    window.open_source(str(video_file))
+    wait_draws(qtbot, window, 3)
+    frames = list(window.recording)
+    window.save_recording(str(tmp_path / "session.npz"), frames)
+    data = np.load(tmp_path / "session.npz")
+    assert data["features.4/excitation"].shape == (len(frames), 64)
+    assert data["features.34/excitation"].shape == (len(frames), 512)
+    assert data["top5_prob"].shape[0] == len(frames)
+    np.testing.assert_array_equal(data["features.10/excitation"][-1], frames[-1].excitations["features.10"])
+
+
+def test_keyboard_selects_blocks_and_pauses(qtbot, window, video_file):
+    window.open_source(str(video_file))
+    wait_draws(qtbot, window, 1)
+    qtbot.keyClick(window, Qt.Key.Key_3)
+    assert window.charts.selected_block == window.model_info.blocks[2][0]
+    qtbot.keyClick(window, Qt.Key.Key_Space)
+    assert window.pump.paused
+    n = window.frames_drawn
+    qtbot.keyClick(window, Qt.Key.Key_Right)
+    qtbot.waitUntil(lambda: window.frames_drawn > n, timeout=20_000)
