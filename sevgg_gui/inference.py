@@ -63,9 +63,9 @@ class Result:
     topk: list[Prediction]
     excitations: OrderedDict[str, np.ndarray]  # block -> (C,) gates in [0, 1]
     squeezes: OrderedDict[str, np.ndarray]  # block -> (C,) channel means before the gate
-    feature_maps: dict[str, tuple[np.ndarray, np.ndarray]] = field(
-        default_factory=dict
-    )  # (C,h,w) before/after
+    # block -> (before gate, after gate), each (C, h, w), only for the blocks asked for
+    feature_maps: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    spatial_maps: dict[str, np.ndarray] = field(default_factory=dict)  # block -> (h, w) spatial attention
     timings: dict[str, float] = field(default_factory=dict)  # stage -> milliseconds
     image: np.ndarray | None = None  # the RGB frame that was classified
     meta: dict[str, Any] = field(default_factory=dict)
@@ -142,6 +142,7 @@ class Predictor:
         ex = self.recorder.excitations
         sq = self.recorder.squeezes
         fm = self.recorder.feature_maps
+        sp = self.recorder.spatial_maps
         k = min(topk, probs.shape[1])
         top_p, top_i = probs.topk(k, dim=1)
         results = []
@@ -160,6 +161,7 @@ class Predictor:
                     excitations=OrderedDict((n, v[b].numpy()) for n, v in ex.items()),
                     squeezes=OrderedDict((n, v[b].numpy()) for n, v in sq.items()),
                     feature_maps={n: (a[b].numpy(), o[b].numpy()) for n, (a, o) in fm.items()},
+                    spatial_maps={n: m[b, 0].numpy() for n, m in sp.items()},
                     image=rgb,
                 )
             )

@@ -1,6 +1,9 @@
-"""Pick the model a user asked for: a checkpoint, ImageNet VGG16 transferred, or random weights.
+"""Pick the model a user asked for: a checkpoint, ImageNet VGG16 transferred, a pretrained
+torchvision SE network, a VGG16 with another attention type, or random weights.
 
-The CLI and the app both call :func:`load_model`, so they agree on defaults and warnings.
+The CLI and the app both call :func:`load_model`, so they agree on defaults and warnings. Specs:
+``None`` (the default VGG16-SE), a file path, ``"pretrained:<torchvision name>"`` (e.g.
+``pretrained:mobilenet_v3_small``) or ``"vgg16:<attention>"`` (e.g. ``vgg16:cbam``, random init).
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ from pathlib import Path
 
 from torch import nn
 
-from .checkpoints import CheckpointInfo, load_checkpoint
+from .checkpoints import CheckpointError, CheckpointInfo, load_checkpoint
 from .images import Preprocess
 from .models.vgg import VGG16_SE, cached_weights_path, from_vgg16
 
@@ -29,10 +32,23 @@ class LoadedModel:
     warning: str | None = None
     notes: list[str] = field(default_factory=list)
     input_size: int = 224  # the crop the model was trained on (checkpoint metadata "input_size")
+    transform: Preprocess | None = None  # a model's own recipe (torchvision weights metadata)
 
     def preprocess(self) -> Preprocess:
+        if self.transform is not None:
+            return self.transform
         s = self.input_size
         return Preprocess(crop_size=s, resize_size=round(s * 256 / 224))
+
+
+MODEL_CHOICES: list[tuple[str, str | None]] = [
+    ("VGG16-SE (article; ImageNet transfer when cached)", None),
+    ("MobileNetV3-Small (torchvision, trained SE)", "pretrained:mobilenet_v3_small"),
+    ("MobileNetV3-Large (torchvision, trained SE)", "pretrained:mobilenet_v3_large"),
+    ("EfficientNet-B0 (torchvision, trained SE)", "pretrained:efficientnet_b0"),
+    ("RegNetY-400MF (torchvision, trained SE)", "pretrained:regnet_y_400mf"),
+    *[(f"VGG16 + {k.upper()} (random init)", f"vgg16:{k}") for k in ("sse", "scse", "bam", "cbam", "eca")],
+]
 
 
 def imagenet_vgg16_cached() -> bool:
@@ -44,8 +60,22 @@ def imagenet_vgg16_cached() -> bool:
 def load_model(checkpoint: str | Path | None = None, *, allow_download: bool = False) -> LoadedModel:
     """A checkpoint if given; else VGG16-SE from ImageNet VGG16 when the weights are at hand
     (cached, or ``allow_download``); else random initialisation with a warning."""
+    if isinstance(checkpoint, str) and checkpoint.startswith("pretrained:"):
+        return _pretrained(checkpoint.split(":", 1)[1])
+    if isinstance(checkpoint, str) and checkpoint.startswith("vgg16:"):
+        from .models.networks import vgg16_attention
+
+        kind = checkpoint.split(":", 1)[1]
+        model = vgg16_attention(kind).eval()
+        return LoadedModel(model, f"VGG16 + {kind}, random initialisation", warning=RANDOM_WARNING)
     if checkpoint is not None:
-        model, info = load_checkpoint(checkpoint)
+        try:
+            model, info = load_checkpoint(checkpoint)
+        except CheckpointError as exc:
+            other = _torchvision_checkpoint(Path(checkpoint))
+            if other is None:
+                raise exc from None
+            return other
         size = int(info.metadata.get("input_size", 224) or 224)
         return LoadedModel(model, model.provenance, info.class_names, info, None, info.notes, size)  # type: ignore[arg-type]
     if allow_download or imagenet_vgg16_cached():
@@ -57,6 +87,45 @@ def load_model(checkpoint: str | Path | None = None, *, allow_download: bool = F
         )
     model = VGG16_SE().eval()
     return LoadedModel(model, "random initialisation", warning=RANDOM_WARNING)
+
+
+def _pretrained(name: str) -> LoadedModel:
+    from .models.pretrained import load_pretrained
+
+    try:
+        p = load_pretrained(name, "DEFAULT")
+    except RuntimeError as exc:  # offline and not cached: one line from load_torchvision_weights
+        raise RuntimeError(str(exc).splitlines()[0]) from None
+    return LoadedModel(p.model, p.model.provenance, p.class_names, transform=p.preprocess)  # type: ignore[arg-type]
+
+
+def _torchvision_checkpoint(path: Path) -> LoadedModel | None:
+    """A state dict of a torchvision SE network (e.g. MobileNetV3), or None if it is not one."""
+    from .checkpoints import read_state_dict, sha256_file
+    from .models.pretrained import detect_torchvision_arch, load_pretrained
+
+    try:
+        sd, meta, notes = read_state_dict(path)
+    except CheckpointError:
+        return None
+    arch = detect_torchvision_arch(sd)
+    if arch is None:
+        return None
+    p = load_pretrained(arch, sd)
+    sha = sha256_file(path)
+    info = CheckpointInfo(
+        path=str(path),
+        sha256=sha,
+        format="safetensors" if "safetensors" in notes else "pytorch",
+        architecture=arch,
+        num_classes=len(p.class_names),
+        class_names=p.class_names,
+        provenance=f"{arch} from {path.name}",
+        notes=notes,
+        metadata={k: v for k, v in meta.items() if isinstance(v, str | int | float | bool)},
+    )
+    p.model.provenance = f"{arch} from {path.name}, sha256 {sha[:12]}"
+    return LoadedModel(p.model, p.model.provenance, p.class_names, info, transform=p.preprocess)
 
 
 def gates_untrained(model: nn.Module) -> bool:

@@ -14,6 +14,7 @@ def run_headless(app, win, source: str | None, args) -> int:
     worker = win.worker_thread.worker
     worker.modelLoaded.connect(run.on_model_loaded, queued)
     worker.modelFailed.connect(run.on_model_failed, queued)
+    worker.inferenceFailed.connect(run.on_inference_failed, queued)
     win.resultDrawn.connect(run.on_drawn)
     win.sourceError.connect(run.fail, queued)
     if not source:
@@ -51,6 +52,9 @@ class _HeadlessRun(QObject):
 
     def on_timeout(self) -> None:
         self.fail(f"timed out after {self.args.timeout:.0f} s", 3)
+
+    def on_inference_failed(self, message: str) -> None:
+        self.fail(f"inference: {message}")
 
     def on_model_failed(self, message: str) -> None:
         self.fail(f"model: {message}")

@@ -16,7 +16,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("source_pos", nargs="?", metavar="SOURCE", help="image, video, folder or camera:N")
     p.add_argument("--source", help="same as SOURCE")
-    p.add_argument("--checkpoint", "-c", help=".pth / .safetensors checkpoint to inspect")
+    p.add_argument(
+        "--checkpoint",
+        "-c",
+        "--model",
+        help=".pth / .safetensors checkpoint, or pretrained:mobilenet_v3_small | vgg16:cbam | ... (see Model menu)",
+    )
     p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default=None)
     p.add_argument("--frames", type=int, default=None, help="headless: process N frames, then exit")
     p.add_argument("--screenshot", help="headless: save the whole window to this PNG and exit")

@@ -119,6 +119,7 @@ class MainWindow(QMainWindow):
         self._source_options: dict = {}
         self.model_info: ModelInfo | None = None
         self.checkpoint = checkpoint
+        self._requested_checkpoint = checkpoint
         self.device = device or str(self.settings.value("device", "auto"))
         self.half = self.settings.value("half", False, type=bool)
         self.selected: tuple[str, int] | None = None
@@ -132,6 +133,7 @@ class MainWindow(QMainWindow):
         self._last_draw_t: float | None = None
         self._draw_ms = 0.0
         self._interventions: list[str] = []
+        self._spatial_pick: str | None = None
 
         self._build_views()
         self._build_menus()
@@ -269,6 +271,15 @@ class MainWindow(QMainWindow):
         act(v, "Full screen", self.toggle_fullscreen, "F", checkable=True)
 
         m = mb.addMenu("&Model")
+        from ..zoo import MODEL_CHOICES
+
+        pick = m.addMenu("Choose model")
+        for label, spec in MODEL_CHOICES:
+            a = QAction(label, self)
+            a.triggered.connect(lambda _=False, sp=spec: self.load_model(sp))
+            pick.addAction(a)
+        act(m, "Open checkpoint…", self.open_checkpoint_dialog)
+        m.addSeparator()
         group = QActionGroup(self)
         self.device_actions = {}
         import torch
@@ -337,9 +348,10 @@ class MainWindow(QMainWindow):
     def _on_model_loaded(self, info: ModelInfo) -> None:
         self.progress.setVisible(False)
         self.model_info = info
-        self.checkpoint = info.checkpoint
+        self.checkpoint = self._requested_checkpoint  # the spec to reload on a device change
         self.model_panel.set_info(info)
-        self.charts.set_blocks(info.blocks, info.untrained_gates)
+        self.charts.set_blocks(info.blocks, info.untrained_gates, spatial_only=not info.blocks and bool(info.spatial_blocks))
+        self._spatial_pick = None
         self.selected = None
         self._interventions.clear()
         self.charts.set_interventions("")
@@ -544,16 +556,26 @@ class MainWindow(QMainWindow):
         self.hud_dropped.setText(f"dropped {meta.get('dropped', 0)}")
 
     def _update_maps(self, result) -> None:
+        """Thumbnails of the selected block; overlay: the selected channel, else a spatial attention map."""
         block = self.charts.selected_block
-        if block is None:
-            return
-        title = self._block_title(block)
-        maps = result.feature_maps.get(block)
-        self.thumbs.update_maps(title, result.excitations.get(block, np.zeros(0)), maps)
+        maps = result.feature_maps.get(block) if block else None
+        if block is not None:
+            self.thumbs.update_maps(self._block_title(block), result.excitations.get(block, np.zeros(0)), maps)
         if self.selected and self.selected[0] == block and maps is not None:
             self.input_view.set_overlay(maps[1][self.selected[1]])
-        else:
-            self.input_view.set_overlay(None)
+            return
+        spatial = self._spatial_block(result)
+        self.input_view.set_overlay(result.spatial_maps[spatial] if spatial else None)
+
+    def _spatial_block(self, result) -> str | None:
+        """The block whose spatial attention map to overlay: the selected one if it has a map, else the last."""
+        if not result.spatial_maps:
+            return None
+        if self.charts.selected_block in result.spatial_maps:
+            return self.charts.selected_block
+        if self._spatial_pick in result.spatial_maps:
+            return self._spatial_pick
+        return next(reversed(result.spatial_maps))
 
     def _block_title(self, block: str) -> str:
         if self.model_info:
@@ -564,8 +586,13 @@ class MainWindow(QMainWindow):
 
     # ================================================================== selection / interventions
     def select_block_index(self, i: int) -> None:
-        if self.model_info and 0 <= i < len(self.model_info.blocks):
-            self.charts.select_block(self.model_info.blocks[i][0])
+        info = self.model_info
+        if info and 0 <= i < len(info.blocks):
+            self.charts.select_block(info.blocks[i][0])
+        elif info and not info.blocks and 0 <= i < len(info.spatial_blocks):
+            self._spatial_pick = info.spatial_blocks[i]  # spatial-only models: choose the overlaid map
+            if self.last_result is not None:
+                self._update_maps(self.last_result)
 
     def _on_block_selected(self, block: str) -> None:
         self.worker_thread.worker.set_maps_block(block)

@@ -28,7 +28,7 @@ class ModelInfo:
     name: str
     provenance: str
     num_classes: int
-    blocks: list[tuple[str, int]]  # (block name, channels)
+    blocks: list[tuple[str, int]]  # (block name, channels) of blocks with channel gates
     device: str
     half: bool
     warning: str | None = None
@@ -38,6 +38,7 @@ class ModelInfo:
     cost_table: str = ""
     notes: list[str] = field(default_factory=list)
     preprocess: Any = None
+    spatial_blocks: list[str] = field(default_factory=list)  # blocks that produce spatial maps
 
 
 class InferenceWorker(QObject):
@@ -228,7 +229,8 @@ def describe_model(predictor: Any, loaded: Any = None) -> ModelInfo:
         provenance=getattr(loaded, "provenance", None)
         or str(getattr(model, "provenance", "in-memory model")),
         num_classes=len(predictor.class_names),
-        blocks=[(n, rec.taps[n].channels) for n in rec.blocks],
+        blocks=[(n, t.channels) for n, t in rec.taps.items()],  # blocks with channel gates
+        spatial_blocks=list(rec.spatial_taps),
         device=str(predictor.device),
         half=predictor.half,
         warning=getattr(loaded, "warning", None),

@@ -25,6 +25,12 @@ from PySide6.QtWidgets import (
 from .excitation_chart import MODE_LABELS, MODES, ExcitationChart, chart_series
 
 
+UNTRAINED_TEXT = (
+    "SE gates are untrained: every gate is exactly 0.5 after the ImageNet transfer, so the bars are flat. "
+    "The squeeze view shows the channel means the gates will learn from."
+)
+
+
 @dataclass
 class ChartOptions:
     mode: str = "gates"
@@ -77,10 +83,7 @@ class ChartsPanel(QWidget):
         self.notice.setStyleSheet("QFrame{background:#3a3320;border-radius:4px} QLabel{color:#ffd27a}")
         nl = QHBoxLayout(self.notice)
         nl.setContentsMargins(8, 4, 8, 4)
-        self.notice_label = QLabel(
-            "SE gates are untrained: every gate is exactly 0.5 after the ImageNet transfer, so the bars are flat. "
-            "The squeeze view shows the channel means the gates will learn from."
-        )
+        self.notice_label = QLabel(UNTRAINED_TEXT)
         self.notice_label.setWordWrap(True)
         self.notice_btn = QPushButton("Show squeeze view")
         nl.addWidget(self.notice_label, 1)
@@ -111,14 +114,14 @@ class ChartsPanel(QWidget):
         self.reset_btn.clicked.connect(lambda: self.interventionRequested.emit("", -1, "reset"))
 
     # ------------------------------------------------------------------ model / options
-    def set_blocks(self, blocks: list[tuple[str, int]], untrained: bool) -> None:
+    def set_blocks(self, blocks: list[tuple[str, int]], untrained: bool, spatial_only: bool = False) -> None:
         for c in self.charts:
             c.setParent(None)
             c.deleteLater()
         self.charts = []
         self.means.clear()
         for i, (name, channels) in enumerate(blocks, 1):
-            chart = ExcitationChart(name, f"SE{i} · {channels}", channels)
+            chart = ExcitationChart(name, f"{i} · {channels}" if len(blocks) > 5 else f"SE{i} · {channels}", channels)
             chart.setToolTip(
                 f"{name}: {channels} channels. Click a bar to select, right-click to mute/boost."
             )
@@ -127,8 +130,18 @@ class ChartsPanel(QWidget):
             chart.hovered.connect(self.hovered)
             self.chart_box.addWidget(chart, 1)
             self.charts.append(chart)
-        self.notice.setVisible(untrained and self.options.mode == "gates")
         self._untrained = untrained
+        if spatial_only:
+            self.notice_label.setText(
+                "This model's attention is spatial only (no channel gates): its maps are overlaid on the "
+                "input. Keys 1–9 choose which block's map."
+            )
+            self.notice_btn.setVisible(False)
+            self.notice.setVisible(True)
+        else:
+            self.notice_label.setText(UNTRAINED_TEXT)
+            self.notice_btn.setVisible(True)
+            self.notice.setVisible(untrained and self.options.mode == "gates")
         if blocks:
             self.select_block(
                 blocks[0][0] if self.selected_block not in dict(blocks) else self.selected_block
