@@ -12,7 +12,7 @@ import hashlib
 import json
 import os
 import pickle
-import tempfile
+import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,12 +61,17 @@ def _torch_load(path: Path) -> Any:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises UnpicklingError, RuntimeError, EOFError, BadZipFile...
         text = str(exc).strip()
-        if "Weights only load failed" in text or isinstance(exc, pickle.UnpicklingError) and "global" in text:
+        refused = "Weights only load failed" in text or isinstance(exc, pickle.UnpicklingError)
+        # Only a pickled global (a class or function to call) can run code; other refusals are random
+        # bytes or an unsupported pickle opcode, which must not be reported as an attack.
+        if refused and "global" in text.lower():
             raise CheckpointError(
                 f"{path.name}: refused: it holds pickled Python objects, not just tensors "
                 "(loading it could run code); re-save it as a plain state_dict"
             ) from None
-        reason = text.splitlines()[0][:120] if text else type(exc).__name__
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        detail = next((line for line in lines if "Unsupported" in line), lines[0] if lines else "")
+        reason = detail[:120] if detail else type(exc).__name__
         raise CheckpointError(f"{path.name}: not a readable PyTorch checkpoint ({reason})") from None
 
 
@@ -275,8 +280,9 @@ def load_checkpoint(
 # ------------------------------------------------------------------------------------------ writing
 def _atomic_write(path: Path, write) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    # Not mkstemp: its files are 0600, and the checkpoint should get the umask's permissions like torch.save's.
+    tmp = str(path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp")
+    open(tmp, "xb").close()
     try:
         write(tmp)
         with open(tmp, "rb") as f:

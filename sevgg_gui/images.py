@@ -89,7 +89,8 @@ def load_image(
         stream = io.BytesIO(source) if isinstance(source, bytes) else source
         try:
             with warnings.catch_warnings():
-                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                # Pillow warns above ~89 MP, below our own limit: max_pixels is checked right after opening.
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
                 img = Image.open(stream)
         except UnidentifiedImageError:
             raise ImageError(f"{name}: not an image, or a format Pillow cannot read") from None
@@ -126,7 +127,8 @@ def frame_to_rgb(frame: np.ndarray, *, bgr: bool = False) -> np.ndarray:
     if a.dtype == np.uint16:
         a = (a / 257.0).astype(np.uint8)
     elif a.dtype.kind == "f":
-        a = np.clip(np.nan_to_num(a) * (255.0 if a.max(initial=0) <= 1.0 else 1.0), 0, 255).astype(np.uint8)
+        a = np.nan_to_num(a)  # before max(): one NaN would otherwise hide a [0, 1] frame's range
+        a = np.clip(a * (255.0 if a.max(initial=0) <= 1.0 else 1.0), 0, 255).astype(np.uint8)
     elif a.dtype != np.uint8:
         a = np.clip(a, 0, 255).astype(np.uint8)
     if a.shape[2] == 1:
