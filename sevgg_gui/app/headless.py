@@ -71,8 +71,14 @@ class _HeadlessRun(QObject):
         win = self.win
         if win.last_result is not None and win.last_result.meta.get("rerun"):
             return
-        if win.frames_drawn < self.want and win.pump is not None and not win.pump.streaming:
-            win.pump.step(+1)  # images and folders advance on demand
+        pump = win.pump
+        if pump is None:
+            return
+        if win.frames_drawn >= self.want:
+            if pump.streaming:
+                pump.pause()  # videos and cameras: stop feeding so the worker can become idle
+        elif not pump.streaming:
+            pump.step(+1)  # images and folders advance on demand
 
     def poll(self) -> None:
         win = self.win
