@@ -30,9 +30,19 @@ _EXPORTS = {
     "ImageError": "sevgg_gui.images",
     "Preprocess": "sevgg_gui.images",
     "model_cost": "sevgg_gui.analysis",
+    "create_attention": "sevgg_gui.models.attention",
+    "available_attention": "sevgg_gui.models.attention",
+    "vgg16_attention": "sevgg_gui.models.networks",
+    "load_pretrained": "sevgg_gui.models.pretrained",
+    "load_model": "sevgg_gui.zoo",
 }
 
 __all__ = [
+    "available_attention",
+    "create_attention",
+    "load_model",
+    "load_pretrained",
+    "vgg16_attention",
     "CheckpointError",
     "CheckpointInfo",
     "ExcitationRecorder",
@@ -72,6 +82,10 @@ if TYPE_CHECKING:  # pragma: no cover
     from .checkpoints import CheckpointError, CheckpointInfo, load_checkpoint, save_checkpoint
     from .images import ImageError, Preprocess, load_image
     from .inference import InferenceError, Predictor, Result
+    from .models.attention import available_attention, create_attention
+    from .models.networks import vgg16_attention
+    from .models.pretrained import load_pretrained
     from .models.se import SEBlock
     from .models.vgg import VGG16_SE, VGGSE, from_vgg16, vgg16_se
     from .recorder import ExcitationRecorder, register_gate_type
+    from .zoo import load_model
