@@ -350,7 +350,9 @@ class MainWindow(QMainWindow):
         self.model_info = info
         self.checkpoint = self._requested_checkpoint  # the spec to reload on a device change
         self.model_panel.set_info(info)
-        self.charts.set_blocks(info.blocks, info.untrained_gates, spatial_only=not info.blocks and bool(info.spatial_blocks))
+        self.charts.set_blocks(
+            info.blocks, info.untrained_gates, spatial_only=not info.blocks and bool(info.spatial_blocks)
+        )
         self._spatial_pick = None
         self.selected = None
         self._interventions.clear()
@@ -560,7 +562,9 @@ class MainWindow(QMainWindow):
         block = self.charts.selected_block
         maps = result.feature_maps.get(block) if block else None
         if block is not None:
-            self.thumbs.update_maps(self._block_title(block), result.excitations.get(block, np.zeros(0)), maps)
+            self.thumbs.update_maps(
+                self._block_title(block), result.excitations.get(block, np.zeros(0)), maps
+            )
         if self.selected and self.selected[0] == block and maps is not None:
             self.input_view.set_overlay(maps[1][self.selected[1]])
             return
@@ -782,6 +786,7 @@ class MainWindow(QMainWindow):
         box.setTextFormat(Qt.TextFormat.RichText)
         box.setText(f"<table>{rows}</table>")
         box.open()
+        self.shortcuts_box = box
 
     def show_about(self) -> None:
         import cv2
@@ -792,13 +797,16 @@ class MainWindow(QMainWindow):
 
         from .. import __version__
 
-        QMessageBox.about(
-            self,
-            "About sevgg-gui",
+        box = QMessageBox(self)
+        box.setWindowTitle("About sevgg-gui")
+        box.setTextFormat(Qt.TextFormat.RichText)
+        box.setText(
             f"<h3>sevgg-gui {__version__}</h3><p>Squeeze-and-Excitation attention in VGG16-SE, live.</p>"
             f"<p>torch {torch.__version__} · torchvision {torchvision.__version__} · "
-            f"PySide6 {PySide6.__version__} · pyqtgraph {pyqtgraph.__version__} · OpenCV {cv2.__version__}</p>",
+            f"PySide6 {PySide6.__version__} · pyqtgraph {pyqtgraph.__version__} · OpenCV {cv2.__version__}</p>"
         )
+        box.open()  # non-modal: the live view keeps running
+        self.about_box = box
 
     def closeEvent(self, event) -> None:  # noqa: N802
         self.save_settings()

@@ -21,7 +21,9 @@ def run_gui(*args: str, timeout: int = 240) -> subprocess.CompletedProcess:
 
 def test_headless_video_to_screenshot(tmp_path, video_file):
     out = tmp_path / "shot.png"
-    proc = run_gui("--source", str(video_file), "--frames", "2", "--screenshot", str(out), "--size", "1280x800")
+    proc = run_gui(
+        "--source", str(video_file), "--frames", "2", "--screenshot", str(out), "--size", "1280x800"
+    )
     assert proc.returncode == 0, proc.stderr
     img = Image.open(out)
     assert img.size == (1280, 800)
@@ -30,7 +32,9 @@ def test_headless_video_to_screenshot(tmp_path, video_file):
 
 
 def test_headless_bad_source_fails_with_one_line(tmp_path):
-    proc = run_gui("--source", str(tmp_path / "missing.mp4"), "--frames", "1", "--screenshot", str(tmp_path / "x.png"))
+    proc = run_gui(
+        "--source", str(tmp_path / "missing.mp4"), "--frames", "1", "--screenshot", str(tmp_path / "x.png")
+    )
     assert proc.returncode != 0
     lines = [line for line in proc.stderr.splitlines() if line.startswith("sevgg-gui:")]
     assert len(lines) == 1 and "missing.mp4" in lines[0]
@@ -41,6 +45,15 @@ def test_headless_bad_source_fails_with_one_line(tmp_path):
 def test_headless_bad_checkpoint_fails_with_one_line(tmp_path):
     bad = tmp_path / "garbage.pth"
     bad.write_bytes(os.urandom(4096))
-    proc = run_gui("--source", str(SAMPLES / "chelsea.png"), "-c", str(bad), "--frames", "1", "--screenshot", str(tmp_path / "x.png"))
+    proc = run_gui(
+        "--source",
+        str(SAMPLES / "chelsea.png"),
+        "-c",
+        str(bad),
+        "--frames",
+        "1",
+        "--screenshot",
+        str(tmp_path / "x.png"),
+    )
     assert proc.returncode != 0
     assert "garbage.pth" in proc.stderr and "Traceback" not in proc.stderr

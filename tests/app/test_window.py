@@ -242,3 +242,25 @@ def test_keyboard_selects_blocks_and_pauses(qtbot, window, video_file):
     n = window.frames_drawn
     qtbot.keyClick(window, Qt.Key.Key_Right)
     qtbot.waitUntil(lambda: window.frames_drawn > n, timeout=20_000)
+
+
+def test_paste_an_image_from_the_clipboard(qtbot, window):
+    from PySide6.QtGui import QColor, QGuiApplication, QImage
+
+    img = QImage(64, 48, QImage.Format.Format_RGB888)
+    img.fill(QColor(200, 30, 30))
+    QGuiApplication.clipboard().setImage(img)
+    window.paste_image()
+    qtbot.waitUntil(
+        lambda: window.last_result is not None and window.last_result.meta["origin"] == "clipboard",
+        timeout=20_000,
+    )
+    assert window.last_result.image.shape == (48, 64, 3)
+    assert tuple(window.last_result.image[0, 0]) == (200, 30, 30)
+
+
+def test_about_and_shortcut_boxes_do_not_block(qtbot, window):
+    window.show_about()
+    window.show_shortcuts()
+    assert window.about_box.isVisible() and "torch" in window.about_box.text()
+    assert "pause" in window.shortcuts_box.text()

@@ -24,7 +24,6 @@ from PySide6.QtWidgets import (
 
 from .excitation_chart import MODE_LABELS, MODES, ExcitationChart, chart_series
 
-
 UNTRAINED_TEXT = (
     "SE gates are untrained: every gate is exactly 0.5 after the ImageNet transfer, so the bars are flat. "
     "The squeeze view shows the channel means the gates will learn from."
@@ -121,7 +120,9 @@ class ChartsPanel(QWidget):
         self.charts = []
         self.means.clear()
         for i, (name, channels) in enumerate(blocks, 1):
-            chart = ExcitationChart(name, f"{i} · {channels}" if len(blocks) > 5 else f"SE{i} · {channels}", channels)
+            chart = ExcitationChart(
+                name, f"{i} · {channels}" if len(blocks) > 5 else f"SE{i} · {channels}", channels
+            )
             chart.setToolTip(
                 f"{name}: {channels} channels. Click a bar to select, right-click to mute/boost."
             )

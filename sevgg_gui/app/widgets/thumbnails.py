@@ -51,5 +51,7 @@ class FeatureThumbnails(pg.GraphicsLayoutWidget):
         img = tile_maps(before, after, self.channels)
         self._cell = (before.shape[1], before.shape[2])
         self.image.setImage(np.nan_to_num(img, nan=0.0), autoLevels=False, levels=(0.0, 1.0))
-        self.label.setText(f"{title}: top {len(self.channels)} channels by gate — top row before the gate, bottom after")
+        self.label.setText(
+            f"{title}: top {len(self.channels)} channels by gate — top row before the gate, bottom after"
+        )
         self.setToolTip("Channels, left to right: " + ", ".join(str(int(c)) for c in self.channels))
