@@ -30,6 +30,7 @@ from PySide6.QtWidgets import (
 
 from ..pipeline import LatestSlot, SourcePump
 from ..sources import Frame, SourceError, open_source
+from .widgets.channel_view import ChannelView
 from .widgets.charts_panel import ChartOptions, ChartsPanel
 from .widgets.input_view import InputView
 from .widgets.model_panel import ModelPanel
@@ -174,6 +175,8 @@ class MainWindow(QMainWindow):
         ll.addWidget(self.predictions)
         self.tabs = QTabWidget()
         self.tabs.addTab(self.model_panel, "Model")
+        self.channel_view = ChannelView()
+        self.tabs.addTab(self.channel_view, "Channel")
         ll.addWidget(self.tabs, 2)
 
         right = QSplitter(Qt.Orientation.Vertical)
@@ -566,7 +569,12 @@ class MainWindow(QMainWindow):
                 self._block_title(block), result.excitations.get(block, np.zeros(0)), maps
             )
         if self.selected and self.selected[0] == block and maps is not None:
-            self.input_view.set_overlay(maps[1][self.selected[1]])
+            ch = self.selected[1]
+            self.input_view.set_overlay(maps[1][ch])
+            gate = float(result.excitations[block][ch]) if block in result.excitations else float("nan")
+            self.channel_view.show_channel(
+                f"{self._short(block)} channel {ch}", maps[0][ch], maps[1][ch], gate
+            )
             return
         spatial = self._spatial_block(result)
         self.input_view.set_overlay(result.spatial_maps[spatial] if spatial else None)
@@ -610,8 +618,10 @@ class MainWindow(QMainWindow):
             self.selected = None
             self.charts.select_channel("", None)
             self.input_view.set_overlay(None)
+            self.channel_view.clear()
             return
         self.selected = (block, channel)
+        self.tabs.setCurrentWidget(self.channel_view)
         if self.charts.selected_block != block:
             self.charts.select_block(block)  # records this block's maps, re-runs the frame
         self.charts.select_channel(block, channel)
