@@ -590,11 +590,9 @@ class MainWindow(QMainWindow):
         return next(reversed(result.spatial_maps))
 
     def _block_title(self, block: str) -> str:
-        if self.model_info:
-            for i, (n, c) in enumerate(self.model_info.blocks, 1):
-                if n == block:
-                    return f"SE{i} ({n}, {c} ch)"
-        return block
+        """'SE2 (features.10, 128 ch)' for a block name; the name itself if unknown."""
+        channels = dict(self.model_info.blocks).get(block) if self.model_info else None
+        return f"{self._short(block)} ({block}, {channels} ch)" if channels else block
 
     # ================================================================== selection / interventions
     def select_block_index(self, i: int) -> None:
@@ -646,11 +644,9 @@ class MainWindow(QMainWindow):
         self.charts.set_interventions(f"Interventions: {text}" if self._interventions else "")
 
     def _short(self, block: str) -> str:
-        if self.model_info:
-            for i, (n, _c) in enumerate(self.model_info.blocks, 1):
-                if n == block:
-                    return f"SE{i}"
-        return block
+        """'SE2' for the second attention block."""
+        names = [n for n, _c in self.model_info.blocks] if self.model_info else []
+        return f"SE{names.index(block) + 1}" if block in names else block
 
     # ================================================================== files
     def open_file_dialog(self) -> None:
