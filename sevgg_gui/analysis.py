@@ -39,28 +39,34 @@ def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def layer_macs(
-    model: nn.Module, input_size: tuple[int, int] = (224, 224)
-) -> tuple[int, dict[str, tuple[int, int]]]:
-    """Total conv/linear MACs for one image and each module's output spatial size.
+@dataclass
+class LayerShapes:
+    total_macs: int  # conv / linear multiply-accumulates for one image
+    macs: dict[str, int]  # module name -> its own conv / linear MACs
+    inputs: dict[str, tuple[int, ...]]  # module name -> input shape without the batch
+
+
+def layer_macs(model: nn.Module, input_size: tuple[int, int] = (224, 224)) -> LayerShapes:
+    """Conv/linear MACs for one image, per module, and each module's input shape.
 
     Runs on the ``meta`` device: shapes only, no memory or compute.
     """
-    total = 0
-    spatial: dict[str, tuple[int, int]] = {}
+    macs: dict[str, int] = {}
+    inputs: dict[str, tuple[int, ...]] = {}
     handles = []
 
     def hook(name: str):
         def fn(m: nn.Module, inp: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
-            nonlocal total
-            x = inp[0]
-            if x.dim() == 4:
-                spatial[name] = (int(x.shape[-2]), int(x.shape[-1]))
-            if isinstance(m, nn.Conv2d):
-                k = m.kernel_size[0] * m.kernel_size[1]
-                total += int(out.shape[1] * out.shape[2] * out.shape[3] * (m.in_channels // m.groups) * k)
-            elif isinstance(m, nn.Linear):
-                total += int(m.in_features * m.out_features * (x.numel() // x.shape[-1] // x.shape[0]))
+            x = inp[0] if inp and isinstance(inp[0], torch.Tensor) else None
+            if x is not None:
+                inputs[name] = tuple(int(d) for d in x.shape[1:])
+            if isinstance(m, nn.Conv2d | nn.Conv1d):
+                k = 1
+                for d in m.kernel_size:
+                    k *= d
+                macs[name] = int(out[0].numel() * (m.in_channels // m.groups) * k)
+            elif isinstance(m, nn.Linear) and x is not None:
+                macs[name] = int(m.in_features * m.out_features * (x.numel() // x.shape[-1] // x.shape[0]))
 
         return fn
 
@@ -79,26 +85,30 @@ def layer_macs(
         model.train(was_training)
         for h in handles:
             h.remove()
-    return total, spatial
+    return LayerShapes(sum(macs.values()), macs, inputs)
 
 
 def model_cost(model: nn.Module, input_size: tuple[int, int] = (224, 224)) -> ModelCost:
     """Per-block attention parameters and MACs, and their share of the model."""
     total_params = count_params(model)
-    total_macs, spatial = layer_macs(model, input_size)
+    shapes = layer_macs(model, input_size)
     blocks = []
+    elementwise = 0
     for name, block in find_gate_blocks(model):
         params = sum(p.numel() for p in block.parameters())
-        linears = [m for m in block.modules() if isinstance(m, nn.Linear | nn.Conv2d)]
-        channels = linears[0].in_features if isinstance(linears[0], nn.Linear) else linears[0].in_channels
-        hidden = linears[0].out_features if isinstance(linears[0], nn.Linear) else linears[0].out_channels
-        hw = spatial.get(name, (0, 0))
-        macs = 2 * channels * hw[0] * hw[1] + 2 * channels * hidden  # pool + scale, two FCs
-        blocks.append(BlockCost(name, channels, hidden, params, hw, macs, params / total_params))
+        shape = shapes.inputs.get(name, (0, 0, 0))
+        channels, hw = shape[0], (shape[1], shape[2]) if len(shape) == 3 else (0, 0)
+        first = next((m for m in block.modules() if isinstance(m, nn.Linear | nn.Conv2d)), None)
+        hidden = (first.out_features if isinstance(first, nn.Linear) else first.out_channels) if first else 0
+        inner = sum(v for k, v in shapes.macs.items() if k.startswith(name + "."))
+        # Squeeze (one add per element) and scale (one multiply per element) on top of its layers.
+        extra = 2 * channels * hw[0] * hw[1]
+        elementwise += extra
+        blocks.append(BlockCost(name, channels, hidden, params, hw, inner + extra, params / total_params))
     return ModelCost(
         total_params=total_params,
         attention_params=sum(b.params for b in blocks),
-        total_macs=total_macs + sum(b.macs for b in blocks),
+        total_macs=shapes.total_macs + elementwise,
         attention_macs=sum(b.macs for b in blocks),
         blocks=blocks,
         input_size=input_size,

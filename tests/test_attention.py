@@ -355,5 +355,6 @@ def test_se_only_model_records_as_before() -> None:
 def test_layer_macs_meta_pass_works(name: str) -> None:
     """The analysis module's shape-only pass runs every type on the meta device."""
     net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), create_attention(name, 8))
-    total, spatial = layer_macs(net, (17, 13))
-    assert total > 0 and spatial["1"] == (17, 13)
+    shapes = layer_macs(net, (17, 13))
+    assert shapes.total_macs > 0 and shapes.inputs["1"] == (8, 17, 13)
+    assert shapes.macs["0"] == 8 * 17 * 13 * 3 * 9  # the conv, counted exactly
