@@ -182,6 +182,58 @@ def cmd_fetch_weights(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from .training.cli_args import explicit_train_options
+    from .training.train import TrainConfig, train
+
+    opts = explicit_train_options(args)
+    if not opts.get("data") and not opts.get("resume"):
+        _err("--data is required (or --resume CKPT)")
+        return 2
+    result = train(TrainConfig(**opts), explicit=opts.keys())
+    return 130 if result.interrupted else 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from .training.evaluate import evaluate_checkpoint, save_confusion_png, write_json
+
+    report = evaluate_checkpoint(
+        args.checkpoint,
+        args.data,
+        split=args.split,
+        batch_size=args.batch_size,
+        limit=args.limit,
+        device=args.device,
+        workers=args.workers,
+        cache_dir=args.cache_dir,
+        input_size=args.input_size,
+    )
+    text = write_json(report, args.json_out)
+    print(text if args.json else report.format())
+    if args.confusion:
+        path = save_confusion_png(report, args.confusion)
+        print(f"confusion matrix written to {path}", file=sys.stderr if args.json else sys.stdout)
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .deploy.onnx_export import export_checkpoint
+
+    report = export_checkpoint(
+        args.checkpoint,
+        args.onnx,
+        with_excitations=args.with_excitations,
+        opset=args.opset,
+        input_size=args.input_size,
+        check=not args.no_check,
+    )
+    print(f"wrote {report.path} (opset {report.opset}; outputs {', '.join(report.output_names)})")
+    if report.max_abs_diff:
+        sizes = sorted({k.split("@")[1] for k in report.max_abs_diff})
+        print(f"onnxruntime vs PyTorch at {', '.join(sizes)}: max abs diff {report.worst:.3g}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sevgg", description="VGG16-SE: inspect the model, classify images, record SE excitations."
@@ -223,6 +275,28 @@ def build_parser() -> argparse.ArgumentParser:
         "fetch-weights", help="download and cache torchvision's ImageNet VGG16 (needs internet once)"
     )
     p.set_defaults(func=cmd_fetch_weights)
+
+    from .training.cli_args import add_eval_arguments, add_export_arguments, add_train_arguments
+
+    p = sub.add_parser(
+        "train",
+        help="train or fine-tune VGG16-SE (article recipe); DDP under torchrun",
+        description="Train VGG16-SE: two learning rates, progressive unfreezing, label smoothing, "
+        "clipping; a resumable checkpoint every epoch. Multi-GPU/CPU: torchrun --nproc_per_node=N "
+        "-m sevgg_gui.cli train ...",
+    )
+    add_train_arguments(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("eval", help="top-1/top-5, per-class accuracy and confusion matrix of a checkpoint")
+    add_eval_arguments(p)
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser(
+        "export", help="export a checkpoint to ONNX (dynamic batch/H/W), checked with onnxruntime"
+    )
+    add_export_arguments(p)
+    p.set_defaults(func=cmd_export)
     return parser
 
 
