@@ -72,7 +72,7 @@ def load_model(checkpoint: str | Path | None = None, *, allow_download: bool = F
         try:
             model, info = load_checkpoint(checkpoint)
         except CheckpointError as exc:
-            other = _torchvision_checkpoint(Path(checkpoint))
+            other = _torchvision_checkpoint(Path(checkpoint)) or _trained_checkpoint(Path(checkpoint))
             if other is None:
                 raise exc from None
             return other
@@ -126,6 +126,35 @@ def _torchvision_checkpoint(path: Path) -> LoadedModel | None:
     )
     p.model.provenance = f"{arch} from {path.name}, sha256 {sha[:12]}"
     return LoadedModel(p.model, p.model.provenance, p.class_names, info, transform=p.preprocess)
+
+
+def _trained_checkpoint(path: Path) -> LoadedModel | None:
+    """A checkpoint of `sevgg train` with another architecture or width (vgg11_se, slim VGG16-SE...)."""
+    from .checkpoints import read_state_dict, sha256_file
+    from .training.models import ARCHS, load_trained
+
+    try:
+        _sd, meta, _notes = read_state_dict(path)
+    except CheckpointError:
+        return None
+    if meta.get("arch") not in ARCHS:
+        return None
+    model, meta = load_trained(path)
+    sha = sha256_file(path)
+    names = meta.get("class_names")
+    info = CheckpointInfo(
+        path=str(path),
+        sha256=sha,
+        format="pytorch",
+        architecture=str(meta.get("arch")),
+        num_classes=int(meta["num_classes"]),
+        class_names=list(names) if names else None,
+        provenance=str(model.provenance),  # type: ignore[arg-type]
+        metadata={k: v for k, v in meta.items() if isinstance(v, str | int | float | bool)},
+    )
+    size = int(meta.get("input_size", 224) or 224)
+    provenance = f"{model.provenance}, sha256 {sha[:12]}"
+    return LoadedModel(model, provenance, info.class_names, info, input_size=size)
 
 
 def gates_untrained(model: nn.Module) -> bool:
