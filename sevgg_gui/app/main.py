@@ -107,10 +107,25 @@ def main(argv: Sequence[str] | None = None) -> int:
             win.open_source(source)
         else:
             win.input_view.show_message("Drop an image, video, folder or checkpoint here")
-        return app.exec()
+        code = app.exec()
+        _release(app, win)
+        return code
     from .headless import run_headless
 
-    return run_headless(app, win, source, args)
+    code = run_headless(app, win, source, args)
+    _release(app, win)
+    return code
+
+
+def _release(app, win) -> None:
+    """Free the window's Qt wrappers while QApplication still exists: PySide6 can abort when the
+    garbage collector meets them during interpreter shutdown instead."""
+    import gc
+
+    win.close()
+    win.deleteLater()
+    app.processEvents()
+    gc.collect()
 
 
 if __name__ == "__main__":

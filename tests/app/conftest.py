@@ -73,3 +73,9 @@ def window(qtbot, tmp_path, small_model):
     qtbot.waitUntil(lambda: win.model_info is not None, timeout=20_000)
     yield win
     win.close()
+    # Free the Qt wrappers now, while QApplication is alive, not in interpreter finalisation.
+    import gc
+
+    win.deleteLater()
+    QApplication.processEvents()
+    gc.collect()
