@@ -10,6 +10,7 @@ the same hook, so the recorder always reports the gate that was actually applied
 
 from __future__ import annotations
 
+import numbers
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -273,7 +274,8 @@ class ExcitationRecorder:
             raise KeyError(f"unknown block {block!r}; known: {list(self.blocks)}")
         if block not in self.taps:
             raise ValueError(f"{block} has only a spatial map, no channel gate to intervene on")
-        idx = torch.as_tensor([channels] if isinstance(channels, int) else list(channels), dtype=torch.long)
+        single = isinstance(channels, numbers.Integral)  # int, numpy integer, 0-d tensor index...
+        idx = torch.as_tensor([int(channels)] if single else [int(c) for c in channels], dtype=torch.long)
         n = self.taps[block].channels
         if idx.numel() and (idx.min() < 0 or idx.max() >= n):
             raise IndexError(f"channel out of range for {block} ({n} channels)")

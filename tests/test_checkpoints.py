@@ -414,3 +414,12 @@ def test_failed_first_save_creates_nothing(tmp_path: Path, monkeypatch: pytest.M
     with pytest.raises(OSError):
         save_checkpoint(_small_model(1), tmp_path / "sub" / "new.pth")
     assert list((tmp_path / "sub").iterdir()) == []
+
+
+def test_text_file_is_named_for_what_it_is(tmp_path):
+    from sevgg_gui.checkpoints import CheckpointError, load_checkpoint
+
+    path = tmp_path / "notes.pth"
+    path.write_text("these are my training notes, not weights\n")
+    with pytest.raises(CheckpointError, match="neither a torch zip archive nor a pickle"):
+        load_checkpoint(path)

@@ -362,9 +362,15 @@ def test_imagenet_weights_offline_and_uncached_give_one_line(
     assert not any((tmp_path / "torch_home").rglob("*.pth"))
 
 
-@pytest.mark.parametrize("name", ["IMAGENET9K_V7", "resnet18", "no_such_file.pth"])
+@pytest.mark.parametrize("name", ["IMAGENET9K_V7", "resnet18"])
 def test_unknown_weights_name_is_a_value_error(name: str) -> None:
     with pytest.raises(ValueError, match="unknown VGG16 weights"):
+        from_vgg16(name)
+
+
+@pytest.mark.parametrize("name", ["no_such_file.pth", "weights/vgg16"])
+def test_missing_weights_file_says_so(name: str) -> None:
+    with pytest.raises(ValueError, match="no such file"):
         from_vgg16(name)
 
 

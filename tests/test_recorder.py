@@ -292,3 +292,15 @@ def test_records_torchvision_squeeze_excitation_in_mobilenet_v3() -> None:
         assert torch.allclose(rec.excitations[name], gate, rtol=1e-5, atol=1e-6)
         assert torch.allclose(catcher.outputs[name], inp * gate[:, :, None, None], rtol=1e-5, atol=1e-6)
     assert hook_count(model) == 0
+
+
+def test_intervene_accepts_numpy_integers() -> None:
+    import numpy as np
+
+    from sevgg_gui.models.vgg import VGG16_SE
+    from sevgg_gui.recorder import ExcitationRecorder
+
+    rec = ExcitationRecorder(VGG16_SE(num_classes=2))
+    rec.intervene("features.4", np.int64(3), value=0.0)
+    rec.intervene("features.4", np.array([1, 2]), scale=2.0)
+    assert rec.interventions["features.4"] == [([3], 0.0, None), ([1, 2], None, 2.0)]

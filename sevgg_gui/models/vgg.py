@@ -192,6 +192,8 @@ def _resolve_vgg16_source(source: Any) -> tuple[Mapping[str, torch.Tensor], str]
 
         sd, _meta, _fmt = read_state_dict(Path(source))
         return sd, f"VGG16 file {source}"
+    if isinstance(source, str) and (Path(source).suffix or "/" in source or "\\" in source):
+        raise ValueError(f"{source}: no such file")
     if isinstance(source, str):
         try:
             source = VGG16_Weights[source.removeprefix("VGG16_Weights.")]
