@@ -72,8 +72,8 @@ def _torch_load(path: Path) -> Any:
             ) from None
         lines = [line.strip() for line in text.splitlines() if line.strip()]
         detail = next((line for line in lines if "Unsupported" in line), lines[0] if lines else "")
-        if not zipfile.is_zipfile(path) and (detail.isdigit() or not detail):
-            detail = "neither a torch zip archive nor a pickle; text or another format?"
+        if not zipfile.is_zipfile(path):
+            detail = f"neither a torch zip archive nor a readable pickle: {detail[:60] or type(exc).__name__}"
         reason = detail[:120] if detail else type(exc).__name__
         raise CheckpointError(f"{path.name}: not a readable PyTorch checkpoint ({reason})") from None
 

@@ -421,5 +421,5 @@ def test_text_file_is_named_for_what_it_is(tmp_path):
 
     path = tmp_path / "notes.pth"
     path.write_text("these are my training notes, not weights\n")
-    with pytest.raises(CheckpointError, match="neither a torch zip archive nor a pickle"):
+    with pytest.raises(CheckpointError, match="neither a torch zip archive nor a readable pickle"):
         load_checkpoint(path)
