@@ -264,3 +264,20 @@ def test_about_and_shortcut_boxes_do_not_block(qtbot, window):
     window.show_shortcuts()
     assert window.about_box.isVisible() and "torch" in window.about_box.text()
     assert "pause" in window.shortcuts_box.text()
+
+
+def test_context_menu_mutes_and_hover_describes(qtbot, window):
+    window.open_source(str(SAMPLES / "rocket.jpg"))
+    wait_draws(qtbot, window, 1)
+    chart = window.charts.charts[2]
+    menu = chart.context_menu(11)
+    labels = [a.text() for a in menu.actions()]
+    assert labels[0] == "Select channel 11" and any("Mute channel 11" in t for t in labels)
+    mute = next(a for a in menu.actions() if a.text().startswith("Mute"))
+    mute.trigger()
+    qtbot.waitUntil(lambda: window.last_result.excitations[chart.block][11] == 0.0, timeout=20_000)
+    assert "SE3:11=0" in window.charts.interventions_label.text()
+    # Hover: the scene position of bar 11 maps back to channel 11.
+    vb = chart.getPlotItem().getViewBox()
+    pos = vb.mapViewToScene(QPointF(11, 0.5))
+    assert chart.channel_at(pos) == 11
