@@ -234,6 +234,247 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_analyze(args: argparse.Namespace) -> int:
+    from .analysis_classwise import analyze_checkpoint, plot_class_profiles, spread_summary
+
+    prof = analyze_checkpoint(
+        args.checkpoint,
+        args.data,
+        split=args.split,
+        limit=args.limit,
+        batch_size=args.batch_size,
+        device=args.device,
+        cache_dir=args.cache_dir,
+        input_size=args.input_size,
+    )
+    path = prof.save(args.out)
+    n = int(next(iter(prof.count.values())).sum())
+    print(
+        f"wrote {path}: {len(prof.blocks)} blocks x {len(prof.classes)} classes over {n} {args.split} images"
+    )
+    for name, spread in spread_summary(prof):
+        print(f"  {name:<14} {prof.mean[name].shape[1]:>5} channels  between-class spread {spread:.4f}")
+    if args.png:
+        classes = [c.strip() for c in args.classes.split(",")] if args.classes else None
+        picked = [int(c) if c.isdigit() else c for c in classes] if classes else None
+        print(f"plot written to {plot_class_profiles(prof, args.png, classes=picked, zoom=args.zoom)}")
+    return 0
+
+
+def cmd_prune(args: argparse.Namespace) -> int:
+    from .deploy.prune import PruneConfig, prune_checkpoint, write_report
+
+    cfg = PruneConfig(
+        checkpoint=args.checkpoint,
+        out=args.out,
+        ratio=args.ratio,
+        criterion=args.criterion,
+        scope=args.scope,
+        data=args.data,
+        split=args.split,
+        limit=args.limit,
+        calib_limit=args.calib_limit,
+        finetune_epochs=args.finetune_epochs,
+        finetune_limit=args.finetune_limit,
+        finetune_lr=args.finetune_lr,
+        finetune_distill=args.finetune_distill,
+        batch_size=args.batch_size,
+        latency_runs=args.latency_runs,
+        cache_dir=args.cache_dir,
+        device=args.device,
+    )
+    report = prune_checkpoint(cfg)
+    print(report.format())
+    if args.json_out:
+        write_report(report, args.json_out)
+    return 0
+
+
+def cmd_distill(args: argparse.Namespace) -> int:
+    from .deploy.distill import DistillConfig, default_out, distill
+
+    cfg = DistillConfig(
+        teacher=args.teacher,
+        data=args.data,
+        out=args.out or default_out(args.teacher),
+        student_arch=args.student_arch,
+        student_width=args.student_width,
+        student_init=args.student_init,
+        temperature=args.temperature,
+        alpha=args.alpha,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+        dropout=args.dropout,
+        augment=args.augment,
+        input_size=args.input_size,
+        limit=args.limit,
+        val_limit=args.val_limit,
+        cache_dir=args.cache_dir,
+        device=args.device,
+        workers=args.workers,
+        seed=args.seed,
+    )
+    result = distill(cfg)
+    last = result.history[-1] if result.history else {}
+    acc = f", val top-1 {last['val_acc']:.2%}" if last.get("val_acc") is not None else ""
+    teacher = f" (teacher {result.teacher_val_acc:.2%})" if result.teacher_val_acc is not None else ""
+    print(f"wrote {result.checkpoint}: {result.student_params:,} parameters{acc}{teacher}")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from .training.compare import CompareConfig, compare
+
+    try:
+        seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    except ValueError:
+        _err(f"--seeds wants integers like 0,1,2, got {args.seeds!r}")
+        return 2
+    cfg = CompareConfig(
+        data=args.data,
+        out=args.out,
+        epochs=args.epochs,
+        seeds=seeds,
+        archs=[a.strip() for a in args.archs.split(",") if a.strip()],
+        width=args.width,
+        reduction=args.reduction,
+        input_size=args.input_size,
+        limit=args.limit,
+        val_limit=args.val_limit,
+        test_limit=args.test_limit,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        optimizer=args.optimizer,
+        weight_decay=args.weight_decay,
+        dropout=args.dropout,
+        label_smoothing=args.label_smoothing,
+        augment=args.augment,
+        val_fraction=args.val_fraction,
+        target_acc=args.target_acc,
+        device=args.device,
+        workers=args.workers,
+        cache_dir=args.cache_dir,
+        threads=args.threads,
+        resume=args.resume,
+    )
+    compare(cfg)
+    print(f"summary: {Path(args.out) / 'summary.json'}, curves: {Path(args.out) / 'curves.png'}")
+    return 0
+
+
+def _add_analysis_parsers(sub: argparse._SubParsersAction) -> None:
+    """analyze / prune / distill / compare: argparse only (the work is imported by the handlers)."""
+    p = sub.add_parser(
+        "analyze", help="class-wise SE excitation statistics (mean/std per class per block) to NPZ + PNG"
+    )
+    p.add_argument("--data", required=True, help="KIND:PATH or an ImageFolder DIR")
+    p.add_argument("--checkpoint", "-c", required=True)
+    p.add_argument("--out", "-o", required=True, metavar="STATS.npz")
+    p.add_argument("--png", metavar="PLOT.png", help="one panel per block, one line per class")
+    p.add_argument("--classes", help="comma-separated class names or indices to plot (default: first 10)")
+    p.add_argument("--zoom", action="store_true", help="y axis spans the data instead of the gate's 0..1")
+    p.add_argument("--split", choices=["test", "val", "train"], default="test")
+    p.add_argument("--limit", type=int, metavar="N", help="use N images (class-balanced)")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--input-size", type=int, help="override the checkpoint's input size")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--cache-dir")
+    p.set_defaults(func=cmd_analyze)
+
+    p = sub.add_parser(
+        "prune",
+        help="structured channel pruning that keeps SE blocks consistent; params/MACs/latency/accuracy",
+    )
+    p.add_argument("--checkpoint", "-c", required=True)
+    p.add_argument("--out", "-o", required=True, metavar="PRUNED.pth")
+    p.add_argument(
+        "--ratio", type=float, default=0.25, help="share of each conv's channels removed (default 0.25)"
+    )
+    p.add_argument(
+        "--criterion",
+        choices=["l1", "excitation"],
+        default="l1",
+        help="l1: filter L1 norm; excitation: mean SE gate over --data (inner convs: L1)",
+    )
+    p.add_argument(
+        "--scope", choices=["all", "se"], default="all", help="prune all convs or only SE-gated ones"
+    )
+    p.add_argument("--data", help="KIND:PATH: accuracy before/after, excitation criterion, fine-tuning")
+    p.add_argument("--split", choices=["test", "val", "train"], default="test", help="accuracy split")
+    p.add_argument("--limit", type=int, default=1000, metavar="N", help="evaluation images (default 1000)")
+    p.add_argument(
+        "--calib-limit", type=int, default=512, metavar="N", help="images for the excitation means"
+    )
+    p.add_argument("--finetune-epochs", type=int, default=0, metavar="N")
+    p.add_argument("--finetune-limit", type=int, metavar="N", help="training images for the fine-tune")
+    p.add_argument("--finetune-lr", type=float, default=1e-3)
+    p.add_argument("--finetune-distill", action="store_true", help="fine-tune against the unpruned model")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--latency-runs", type=int, default=7, help="timed CPU forwards, median reported")
+    p.add_argument("--json-out", metavar="FILE", help="also write the report as JSON")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--cache-dir")
+    p.set_defaults(func=cmd_prune)
+
+    p = sub.add_parser("distill", help="knowledge distillation into a slimmer student (KL x T^2 + CE)")
+    p.add_argument("--teacher", required=True, metavar="CKPT")
+    p.add_argument("--data", required=True, help="KIND:PATH or an ImageFolder DIR")
+    p.add_argument("--out", "-o", metavar="STUDENT.pth", help="default: TEACHER.student.pth")
+    p.add_argument(
+        "--student-width", type=float, help="student width multiplier (default: half the teacher's)"
+    )
+    p.add_argument("--student-arch", choices=["vgg16_se", "vgg11_se", "vgg16"], help="default: the teacher's")
+    p.add_argument("--student-init", metavar="CKPT", help="start from this checkpoint (e.g. a pruned model)")
+    p.add_argument("--temperature", "-T", type=float, default=4.0)
+    p.add_argument("--alpha", type=float, default=0.5, help="weight of the soft (teacher) term (default 0.5)")
+    p.add_argument("--epochs", type=int, default=5)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--weight-decay", type=float, default=0.01)
+    p.add_argument("--dropout", type=float, default=0.5)
+    p.add_argument("--augment", choices=["none", "light", "strong"], default="light")
+    p.add_argument("--input-size", type=int, help="default: the teacher's")
+    p.add_argument("--limit", type=int, metavar="N", help="training images (class-balanced)")
+    p.add_argument("--val-limit", type=int, metavar="N", help="validation images (default: --limit)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--workers", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--cache-dir")
+    p.set_defaults(func=cmd_distill)
+
+    p = sub.add_parser(
+        "compare", help="train VGG16 and VGG16-SE with identical data/schedule/seeds; mean ± std summary"
+    )
+    p.add_argument("--data", required=True, help="KIND:PATH or an ImageFolder DIR")
+    p.add_argument("--out", "-o", required=True, metavar="DIR", help="summary.json, curves.png, runs/")
+    p.add_argument("--epochs", type=int, default=5)
+    p.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default 0,1,2)")
+    p.add_argument("--archs", default="vgg16,vgg16_se", help="first is the baseline (default vgg16,vgg16_se)")
+    p.add_argument("--width", type=float, default=1.0, help="width multiplier, e.g. 0.125 for quick runs")
+    p.add_argument("--reduction", type=int, default=16)
+    p.add_argument("--input-size", type=int)
+    p.add_argument("--limit", type=int, metavar="N", help="training images (class-balanced)")
+    p.add_argument("--val-limit", type=int, metavar="N", help="validation images (default: --limit)")
+    p.add_argument("--test-limit", type=int, metavar="N", help="test images (default: --val-limit)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--lr", type=float, default=1e-3, help="one learning rate for every layer (default 1e-3)")
+    p.add_argument("--optimizer", choices=["adamw", "sgd"], default="adamw")
+    p.add_argument("--weight-decay", type=float, default=0.01)
+    p.add_argument("--dropout", type=float, default=0.5)
+    p.add_argument("--label-smoothing", type=float, default=0.1)
+    p.add_argument("--augment", choices=["none", "light", "strong"], default="light")
+    p.add_argument("--val-fraction", type=float, default=0.1)
+    p.add_argument("--target-acc", type=float, help="val top-1 for epochs-to-target (default: 0.9 x weaker)")
+    p.add_argument("--threads", type=int, help="torch CPU threads (fixed, for comparable timings)")
+    p.add_argument("--resume", action="store_true", help="reuse / continue runs already in DIR/runs")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--workers", type=int, default=0)
+    p.add_argument("--cache-dir")
+    p.set_defaults(func=cmd_compare)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sevgg", description="VGG16-SE: inspect the model, classify images, record SE excitations."
@@ -297,6 +538,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_export_arguments(p)
     p.set_defaults(func=cmd_export)
+    _add_analysis_parsers(sub)
     return parser
 
 

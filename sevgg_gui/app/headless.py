@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from PySide6.QtCore import QObject, Qt, QTimer
+from PySide6.QtCore import QObject, Qt, QTimer, Slot
 
 
 def run_headless(app, win, source: str | None, args) -> int:
@@ -42,6 +42,7 @@ class _HeadlessRun(QObject):
         self.code = 0
         self.done = False
 
+    @Slot(str)
     def fail(self, message: str, code: int = 2) -> None:
         if self.done:
             return
@@ -50,15 +51,19 @@ class _HeadlessRun(QObject):
         self.code = code
         self.app.exit(code)
 
+    @Slot()
     def on_timeout(self) -> None:
         self.fail(f"timed out after {self.args.timeout:.0f} s", 3)
 
+    @Slot(str)
     def on_inference_failed(self, message: str) -> None:
         self.fail(f"inference: {message}")
 
+    @Slot(str)
     def on_model_failed(self, message: str) -> None:
         self.fail(f"model: {message}")
 
+    @Slot(object)
     def on_model_loaded(self, _info) -> None:
         win, args = self.win, self.args
         if args.block:
@@ -67,6 +72,7 @@ class _HeadlessRun(QObject):
                 block = win.model_info.blocks[min(args.block, len(win.model_info.blocks)) - 1][0]
                 win.select_channel(block, args.channel)
 
+    @Slot(int)
     def on_drawn(self, _n: int) -> None:
         win = self.win
         if win.last_result is not None and win.last_result.meta.get("rerun"):
@@ -80,6 +86,7 @@ class _HeadlessRun(QObject):
         elif not pump.streaming:
             pump.step(+1)  # images and folders advance on demand
 
+    @Slot()
     def poll(self) -> None:
         win = self.win
         if (

@@ -30,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--channel", type=int, default=None, help="select this channel of the block (heat overlay)"
     )
     p.add_argument("--mode", choices=["gates", "squeeze", "diff"], default=None, help="chart view at start")
+    p.add_argument("--profiles", help="class profiles NPZ from `sevgg analyze` to overlay on the bars")
     p.add_argument("--timeout", type=float, default=300.0, help="headless: give up after this many seconds")
     p.add_argument("--size", default="1280x800", help="headless window size, WxH")
     return p
@@ -86,6 +87,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     win = MainWindow(settings, checkpoint=args.checkpoint, device=args.device)
     if args.mode:
         win.charts.set_mode(args.mode)
+    if args.profiles:
+        win.pending_profiles = args.profiles  # applied once the model (and its block names) is known
     if headless:
         w, _, h = args.size.partition("x")
         win.resize(int(w), int(h))

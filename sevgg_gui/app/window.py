@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from PySide6.QtCore import QByteArray, QSettings, Qt, QTimer, Signal
+from PySide6.QtCore import QByteArray, QSettings, Qt, QTimer, Signal, Slot
 from PySide6.QtGui import QAction, QActionGroup, QGuiApplication, QImage, QKeySequence
 from PySide6.QtWidgets import (
     QFileDialog,
@@ -135,6 +135,7 @@ class MainWindow(QMainWindow):
         self._draw_ms = 0.0
         self._interventions: list[str] = []
         self._spatial_pick: str | None = None
+        self.pending_profiles: str | None = None
 
         self._build_views()
         self._build_menus()
@@ -250,6 +251,7 @@ class MainWindow(QMainWindow):
         f.addSeparator()
         act(f, "Open checkpoint…", self.open_checkpoint_dialog, "Ctrl+K")
         f.addSeparator()
+        act(f, "Load class profiles (sevgg analyze NPZ)…", self.load_profiles_dialog)
         act(f, "Save excitations (CSV / NPZ)…", self.save_excitations_dialog, "Ctrl+E")
         self.record_action = act(f, "Record session", self.toggle_recording, "R", checkable=True)
         act(f, "Save screenshot…", self.save_screenshot_dialog, "S")
@@ -348,6 +350,7 @@ class MainWindow(QMainWindow):
         self._requested_checkpoint = checkpoint
         self.worker_thread.worker.load_model(checkpoint, self.device, self.half, allow_download)
 
+    @Slot(object)
     def _on_model_loaded(self, info: ModelInfo) -> None:
         self.progress.setVisible(False)
         self.model_info = info
@@ -370,7 +373,11 @@ class MainWindow(QMainWindow):
         else:
             self.model_banner.hide()
         self.statusBar().showMessage(f"Model ready: {info.provenance}", 5000)
+        if self.pending_profiles:
+            path, self.pending_profiles = self.pending_profiles, None
+            self.load_profiles(path)
 
+    @Slot(str)
     def _on_model_failed(self, message: str) -> None:
         self.progress.setVisible(False)
         kept = " — keeping the current model" if self.model_info else ""
@@ -395,15 +402,18 @@ class MainWindow(QMainWindow):
         self.downloader.failed.connect(self._on_download_failed, queued)
         self.downloader.start()
 
+    @Slot(int, int)
     def _on_download_progress(self, done: int, total: int) -> None:
         if total:
             self.progress.setRange(0, 1000)
             self.progress.setValue(int(1000 * done / total))
 
+    @Slot(str)
     def _on_download_done(self, _path: str) -> None:
         self.downloader = None
         self.load_model(None)
 
+    @Slot(str)
     def _on_download_failed(self, message: str) -> None:
         self.downloader = None
         self.progress.setVisible(False)
@@ -454,6 +464,7 @@ class MainWindow(QMainWindow):
             self.pump.stop()
             self.pump = None
 
+    @Slot(str)
     def _on_source_error(self, message: str) -> None:
         if self.source_spec and self.source_spec.startswith("camera"):
             spec, options = self.source_spec, self._source_options
@@ -462,9 +473,11 @@ class MainWindow(QMainWindow):
         else:
             self.show_error(message)
 
+    @Slot()
     def _on_source_ended(self) -> None:
         self.statusBar().showMessage("End of source", 4000)
 
+    @Slot(str)
     def _on_inference_failed(self, message: str) -> None:
         self.show_error(f"Inference failed: {message}")
 
@@ -513,6 +526,7 @@ class MainWindow(QMainWindow):
             self.pump.step(delta)
 
     # ================================================================== results
+    @Slot(object)
     def _on_result(self, result) -> None:
         self._pending = result
         if not self._draw_scheduled:
@@ -678,11 +692,45 @@ class MainWindow(QMainWindow):
             self.load_model(path)
 
     def open_path(self, path: str) -> None:
-        """A dropped or chosen path: checkpoints load as models, anything else opens as a source."""
-        if Path(path).suffix.lower() in CHECKPOINT_SUFFIXES:
+        """A dropped or chosen path: checkpoints load as models, NPZ files as class profiles,
+        anything else opens as a source."""
+        suffix = Path(path).suffix.lower()
+        if suffix in CHECKPOINT_SUFFIXES:
             self.load_model(path)
+        elif suffix == ".npz":
+            self.load_profiles(path)
         else:
             self.open_source(path)
+
+    def load_profiles_dialog(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(
+            self, "Load class profiles", self._last_dir(), "sevgg analyze (*.npz)"
+        )
+        if path:
+            self._remember_dir(path)
+            self.load_profiles(path)
+
+    def load_profiles(self, path: str) -> bool:
+        """Overlay per-class mean gates from `sevgg analyze` on the bars (small NPZ, read here)."""
+        from ..analysis_classwise import load_class_profiles
+
+        try:
+            profiles = load_class_profiles(path)
+        except (OSError, ValueError, KeyError) as exc:
+            self.show_error(
+                f"{Path(path).name}: not usable as class profiles ({str(exc).splitlines()[0][:120]})"
+            )
+            return False
+        known = {n for n, _c in self.model_info.blocks} if self.model_info else set()
+        if known and not known & set(profiles["blocks"]):
+            self.show_error(f"{Path(path).name}: its blocks do not match the loaded model's")
+            return False
+        self.charts.set_profiles(profiles)
+        shown = self.charts.profile_box.count() - 1
+        self.statusBar().showMessage(
+            f"Class profiles: {shown} classes with data, from {Path(path).name}", 5000
+        )
+        return True
 
     def _last_dir(self) -> str:
         return str(self.settings.value("last_dir", str(Path.home())))
@@ -767,9 +815,12 @@ class MainWindow(QMainWindow):
             event.acceptProposedAction()
             return
         ckpts = [p for p in paths if Path(p).suffix.lower() in CHECKPOINT_SUFFIXES]
-        others = [p for p in paths if p not in ckpts]
+        profiles = [p for p in paths if Path(p).suffix.lower() == ".npz"]
+        others = [p for p in paths if p not in ckpts and p not in profiles]
         if ckpts:
             self.load_model(ckpts[0])
+        if profiles:
+            self.load_profiles(profiles[0])
         if others:
             self.open_source(others[0])
         if len(paths) > 1 + bool(ckpts and others):

@@ -224,6 +224,41 @@ def apply_stage(model: nn.Module, stage: int, unfreeze_blocks: int = 1) -> int:
 
 
 # ------------------------------------------------------------------------------ reloading
+def build_from_cfg(
+    cfg: list[int | str],
+    num_classes: int,
+    *,
+    hidden: int = 4096,
+    se_hidden: list[int] | None = None,
+    reduction: int = 16,
+    dropout: float = 0.5,
+) -> VGGSE:
+    """A VGG(-SE) with explicit widths: conv channels as listed, ``hidden`` classifier units and
+    ``se_hidden`` units per SE block (pruning keeps a block's gate MLP width while its channels shrink,
+    so neither follows from ``width``/``reduction``). Same layer indices as the unpruned model."""
+    with torch.device("meta"):  # free: every layer is replaced or re-initialised below
+        model = VGGSE(cfg, num_classes=num_classes, reduction=reduction, dropout=dropout)
+        last = model.classifier[0].in_features
+        if hidden != model.classifier[0].out_features:
+            model.classifier[0] = nn.Linear(last, hidden)
+            model.classifier[3] = nn.Linear(hidden, hidden)
+            model.classifier[6] = nn.Linear(hidden, num_classes)
+        blocks = model.se_blocks()
+        if se_hidden is not None:
+            if len(se_hidden) != len(blocks):
+                raise ValueError(f"se_hidden has {len(se_hidden)} entries for {len(blocks)} SE blocks")
+            for (_, block), h in zip(blocks, se_hidden, strict=True):
+                block.fc[0] = nn.Linear(block.channels, h, bias=False)
+                block.fc[2] = nn.Linear(h, block.channels, bias=False)
+    model.to_empty(device="cpu")
+    model._init_weights()
+    for _, block in model.se_blocks():  # to_empty left the SE FCs uninitialised
+        for fc in (block.fc[0], block.fc[2]):
+            fc.reset_parameters()
+    model.provenance = "random initialisation"  # type: ignore[attr-defined]
+    return model
+
+
 def model_metadata(arch: str, width: float, reduction: int, dropout: float) -> dict[str, Any]:
     """What :func:`load_trained` needs to rebuild ``model`` exactly."""
     return {"arch": arch, "width": float(width), "reduction": int(reduction), "dropout": float(dropout)}
@@ -236,14 +271,24 @@ def load_trained(path: str | os.PathLike[str]) -> tuple[nn.Module, dict[str, Any
     sd, meta, _notes = read_state_dict(path)
     if meta.get("arch") in ARCHS:
         num_classes = int(meta.get("num_classes") or _num_classes(sd))
-        model = build_model(
-            str(meta["arch"]),
-            num_classes,
-            width=float(meta.get("width", 1.0)),
-            reduction=int(meta.get("reduction", 16)),
-            dropout=float(meta.get("dropout", 0.5)),
-            init="none",
-        )
+        if meta.get("cfg"):  # explicit per-layer widths: a pruned model (sevgg prune)
+            model = build_from_cfg(
+                list(meta["cfg"]),
+                num_classes,
+                hidden=int(meta.get("hidden") or sd["classifier.0.weight"].shape[0]),
+                se_hidden=[int(h) for h in meta.get("se_hidden") or []] or None,
+                reduction=int(meta.get("reduction", 16)),
+                dropout=float(meta.get("dropout", 0.5)),
+            )
+        else:
+            model = build_model(
+                str(meta["arch"]),
+                num_classes,
+                width=float(meta.get("width", 1.0)),
+                reduction=int(meta.get("reduction", 16)),
+                dropout=float(meta.get("dropout", 0.5)),
+                init="none",
+            )
         try:
             check_matches(sd, model)
         except CheckpointError as exc:

@@ -281,3 +281,25 @@ def test_context_menu_mutes_and_hover_describes(qtbot, window):
     vb = chart.getPlotItem().getViewBox()
     pos = vb.mapViewToScene(QPointF(11, 0.5))
     assert chart.channel_at(pos) == 11
+
+
+def test_class_profiles_overlay_the_bars_and_bad_npz_is_refused(qtbot, window, small_model, tmp_path):
+    from sevgg_gui.analysis_classwise import class_excitation_stats
+
+    torch.manual_seed(0)
+    batches = [(torch.rand(4, 3, 32, 32), torch.tensor([0, 1, 2, 0]))]
+    profiles = class_excitation_stats(small_model, batches, CLASSES)
+    path = profiles.save(tmp_path / "profiles.npz")
+    window.open_source(str(SAMPLES / "chelsea.png"))
+    wait_draws(qtbot, window, 1)
+    drop(window, [path])
+    assert window.charts.profile_box.isVisible() and window.charts.profile_box.count() == 4
+    window.charts.profile_box.setCurrentIndex(2)  # "Profile: dog"
+    chart = window.charts.charts[0]
+    assert chart.profile_line.isVisible()
+    _, ys = chart.profile_line.getData()
+    np.testing.assert_allclose(ys, profiles.mean[chart.block][1], rtol=1e-6)
+    bad = tmp_path / "other.npz"
+    np.savez(bad, x=np.zeros(3))
+    assert not window.load_profiles(str(bad))
+    assert "other.npz" in window.error_banner.label.text()

@@ -69,9 +69,14 @@ class ChartsPanel(QWidget):
         self.sort_box.setChecked(self.options.sort)
         self.mean_box = QCheckBox("Running mean")
         self.mean_box.setChecked(self.options.show_mean)
+        self.profile_box = QComboBox()
+        self.profile_box.setToolTip("Overlay a class's mean gates (pink line) from a `sevgg analyze` file")
+        self.profile_box.setVisible(False)
+        self.profiles: dict | None = None
+        self.profile_index = -1  # class shown as a profile line; read once per change, not per frame
         self.reset_btn = QPushButton("Reset interventions")
         self.reset_btn.setEnabled(False)
-        for w in (QLabel("Show:"), self.mode_box, self.sort_box, self.mean_box):
+        for w in (QLabel("Show:"), self.mode_box, self.sort_box, self.mean_box, self.profile_box):
             bar.addWidget(w)
         bar.addStretch(1)
         self.interventions_label = QLabel("")
@@ -109,6 +114,7 @@ class ChartsPanel(QWidget):
         self.mode_box.currentIndexChanged.connect(self._options_from_ui)
         self.sort_box.toggled.connect(self._options_from_ui)
         self.mean_box.toggled.connect(self._options_from_ui)
+        self.profile_box.currentIndexChanged.connect(self._options_from_ui)
         self.notice_btn.clicked.connect(lambda: self.set_mode("squeeze"))
         self.reset_btn.clicked.connect(lambda: self.interventionRequested.emit("", -1, "reset"))
 
@@ -148,11 +154,39 @@ class ChartsPanel(QWidget):
                 blocks[0][0] if self.selected_block not in dict(blocks) else self.selected_block
             )
 
+    def set_profiles(self, profiles: dict) -> None:
+        """Class profiles from `sevgg analyze` (``load_class_profiles``); choose one in the combo box."""
+        self.profiles = profiles
+        self.profile_box.blockSignals(True)
+        self.profile_box.clear()
+        # Item data is never None: PySide6 6.12 drops a reference to None when currentData() returns
+        # a stored None, and Python 3.11's None is not immortal.
+        self.profile_box.addItem("No class profile", -1)
+        first = next(iter(profiles["blocks"].values()), None)
+        counts = first["count"] if first is not None else None
+        for i, name in enumerate(profiles["classes"]):
+            if counts is None or counts[i] > 0:  # classes the analysed data had images of
+                self.profile_box.addItem(f"Profile: {name}", i)
+        self.profile_box.setCurrentIndex(1 if self.profile_box.count() > 1 else 0)
+        self.profile_box.blockSignals(False)
+        self.profile_box.setVisible(True)
+        self._options_from_ui()
+
+    def _profile_for(self, block: str, channels: int) -> np.ndarray | None:
+        k = self.profile_index
+        if self.profiles is None or k < 0 or self.options.mode != "gates":
+            return None
+        entry = self.profiles["blocks"].get(block)
+        if entry is None or entry["mean"].shape[1] != channels:
+            return None
+        return entry["mean"][k]
+
     def set_mode(self, mode: str) -> None:
         self.mode_box.setCurrentIndex(MODES.index(mode))
 
     def _options_from_ui(self) -> None:
         self.options.mode = self.mode_box.currentData()
+        self.profile_index = int(self.profile_box.currentData() if self.profile_box.count() else -1)
         self.options.sort = self.sort_box.isChecked()
         self.options.show_mean = self.mean_box.isChecked()
         self.notice.setVisible(getattr(self, "_untrained", False) and self.options.mode == "gates")
@@ -194,4 +228,6 @@ class ChartsPanel(QWidget):
                 continue
             mean = self.means.get(f"{'squeeze' if squeeze else 'gates'}:{chart.block}")
             series = chart_series(values, mean, self.options.mode, self.options.sort)
-            chart.show_series(values, series, self.options.show_mean)
+            chart.show_series(
+                values, series, self.options.show_mean, self._profile_for(chart.block, chart.channels)
+            )

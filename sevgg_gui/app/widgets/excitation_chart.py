@@ -87,10 +87,17 @@ class ExcitationChart(pg.PlotWidget):
         x = np.arange(channels)
         self.bars = pg.BarGraphItem(x=x, height=np.zeros(channels), width=0.85, brush=self.BAR, pen=None)
         self.mean_line = pg.PlotDataItem(x, np.zeros(channels), pen=pg.mkPen((230, 230, 230, 160), width=1))
+        self.profile_line = pg.PlotDataItem(x, np.zeros(channels), pen=pg.mkPen((255, 120, 200), width=1.5))
+        self.profile_line.setVisible(False)
         self.highlight = pg.BarGraphItem(x=[0], height=[0], width=0.95, brush=self.SEL, pen=None)
         self.highlight.setVisible(False)
         self.zero = pg.InfiniteLine(pos=0, angle=0, pen=pg.mkPen((200, 200, 200, 90)))
-        for item in (self.bars, self.highlight, self.mean_line, self.zero):
+        for line in (self.mean_line, self.profile_line):
+            # pyqtgraph reads these Qt properties on every paint; defined, they never come back as None
+            # (PySide6 6.12.0 leaks a reference to None for undefined properties).
+            for name in ("styleWasChanged", "xViewRangeWasChanged", "yViewRangeWasChanged"):
+                line.setProperty(name, False)
+        for item in (self.bars, self.highlight, self.mean_line, self.profile_line, self.zero):
             self.addItem(item)
         self.setXRange(-0.5, channels - 0.5, padding=0)
         self.setYRange(0, 1, padding=0)
@@ -99,10 +106,16 @@ class ExcitationChart(pg.PlotWidget):
         self.scene().sigMouseClicked.connect(self._on_click)
 
     # ------------------------------------------------------------------ data
-    def show_series(self, values: np.ndarray, series: Series, show_mean: bool) -> None:
+    def show_series(
+        self, values: np.ndarray, series: Series, show_mean: bool, profile: np.ndarray | None = None
+    ) -> None:
+        """Draw one frame; ``profile`` (channel order) is a class's mean gate from `sevgg analyze`."""
         self.values = np.asarray(values, dtype=np.float32)
         self.order = series.order
         self.bars.setOpts(height=series.heights)
+        self.profile_line.setVisible(profile is not None)
+        if profile is not None:
+            self.profile_line.setData(np.arange(self.channels), np.asarray(profile)[series.order])
         has_line = show_mean and series.mean_line is not None
         self.mean_line.setVisible(has_line)
         if has_line:

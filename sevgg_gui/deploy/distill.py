@@ -1,0 +1,346 @@
+"""``sevgg distill``: knowledge distillation from a trained VGG16-SE into a slimmer student (article 9.3).
+
+Loss (Hinton et al. 2015): ``alpha * T^2 * KL(softmax(t/T) || softmax(s/T)) + (1 - alpha) * CE(s, y)``.
+The T^2 keeps the soft term's gradients on the scale of the hard term's as T grows, so ``alpha`` means
+the same thing at any temperature.
+
+Reused from ``sevgg train``: the data sets and their seeded split (the teacher's own split, so the
+student is validated on images the teacher never trained on), parameter groups without decay on
+biases, the warm-up + cosine schedule, the evaluation sums and the checkpoint format. The student's
+checkpoint carries the trainer's metadata, so ``sevgg eval`` / ``export`` and the app open it.
+The same loop (:func:`fit`) fine-tunes pruned models (``sevgg prune --finetune-epochs``); with no
+teacher it is plain cross-entropy training.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, RandomSampler
+
+Log = Callable[[str], None]
+
+# Metadata that describes a model's architecture: kept when a saved model is re-saved.
+MODEL_KEYS = ("arch", "width", "reduction", "dropout", "cfg", "hidden", "se_hidden", "pruned")
+# Metadata that describes the data interface.
+DATA_KEYS = ("input_size", "resize_size", "mean", "std", "data", "val_fraction", "split_seed")
+
+
+def distillation_loss(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    targets: torch.Tensor,
+    temperature: float = 4.0,
+    alpha: float = 0.5,
+    label_smoothing: float = 0.0,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(total, soft, hard): ``alpha * T^2 * KL(teacher_T || student_T) + (1 - alpha) * CE``.
+
+    KL is summed over classes and averaged over the batch (the true KL per sample, ``batchmean``).
+    """
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+    t = float(temperature)
+    log_p_s = F.log_softmax(student_logits.float() / t, dim=1)
+    log_p_t = F.log_softmax(teacher_logits.detach().float() / t, dim=1)
+    soft = F.kl_div(log_p_s, log_p_t, reduction="batchmean", log_target=True) * (t * t)
+    hard = F.cross_entropy(student_logits.float(), targets, label_smoothing=label_smoothing)
+    return alpha * soft + (1.0 - alpha) * hard, soft, hard
+
+
+@dataclass
+class FitOptions:
+    """The schedule of :func:`fit` (defaults: training from scratch at a small scale)."""
+
+    epochs: int = 5
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    clip_grad: float = 1.0
+    label_smoothing: float = 0.0
+    temperature: float = 4.0
+    alpha: float = 0.5
+    warmup_epochs: float = 0.0
+    min_lr_ratio: float = 0.01
+    seed: int = 0
+    workers: int = 0
+
+
+def fit(
+    student: nn.Module,
+    train_set: Dataset,
+    val_set: Dataset | None,
+    opts: FitOptions,
+    *,
+    teacher: nn.Module | None = None,
+    device: torch.device | str = "cpu",
+    log: Log = print,
+    on_epoch_end: Callable[[dict[str, Any]], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Train ``student`` in place (AdamW, one LR, cosine per step); with a ``teacher`` the distillation
+    loss, else cross-entropy. Returns one row per epoch (losses, accuracy, validation, seconds)."""
+    from ..training.evaluate import accumulate
+    from ..training.models import param_groups
+    from ..training.train import lr_factor
+
+    if opts.epochs < 1:
+        raise ValueError(f"epochs must be >= 1, got {opts.epochs}")
+    device = torch.device(device)
+    student.to(device)
+    if teacher is not None:
+        teacher.to(device).eval()
+    for p in student.parameters():
+        p.requires_grad_(True)
+    optimizer = torch.optim.AdamW(param_groups(student, opts.lr, opts.lr, opts.weight_decay))
+    steps = -(-len(train_set) // opts.batch_size)  # type: ignore[arg-type]
+    total, warmup = steps * opts.epochs, round(opts.warmup_epochs * steps)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: lr_factor(s, total, warmup, opts.min_lr_ratio)
+    )
+    use_teacher = teacher is not None and opts.alpha > 0
+    num_classes = _num_outputs(student)
+    history: list[dict[str, Any]] = []
+    for epoch in range(opts.epochs):
+        g = torch.Generator().manual_seed(
+            opts.seed * 7_919 + epoch * 101
+        )  # order: a function of (seed, epoch)
+        loader = DataLoader(
+            train_set,
+            batch_size=opts.batch_size,
+            sampler=RandomSampler(train_set, generator=g),  # type: ignore[arg-type]
+            num_workers=opts.workers,
+            generator=g,
+        )
+        sums = {"loss": 0.0, "soft": 0.0, "hard": 0.0, "correct": 0.0}
+        seen = 0
+        t0 = time.perf_counter()
+        student.train()
+        for x, y in loader:
+            x, y = x.to(device), y.to(device)
+            out = student(x)
+            if use_teacher:
+                with torch.no_grad():
+                    t_out = teacher(x)  # type: ignore[misc]
+                loss, soft, hard = distillation_loss(
+                    out, t_out, y, opts.temperature, opts.alpha, opts.label_smoothing
+                )
+            else:
+                loss = hard = F.cross_entropy(out, y, label_smoothing=opts.label_smoothing)
+                soft = torch.zeros(())
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if opts.clip_grad > 0:
+                torch.nn.utils.clip_grad_norm_(student.parameters(), opts.clip_grad)
+            optimizer.step()
+            scheduler.step()
+            n = len(y)
+            sums["loss"] += float(loss.detach()) * n
+            sums["soft"] += float(soft.detach()) * n
+            sums["hard"] += float(hard.detach()) * n
+            sums["correct"] += float((out.detach().argmax(1) == y).sum())
+            seen += n
+        seconds = time.perf_counter() - t0
+        val = None
+        if val_set is not None and len(val_set) > 0:  # type: ignore[arg-type]
+            val = accumulate(student, DataLoader(val_set, batch_size=opts.batch_size), device, num_classes)
+        row = {
+            "epoch": epoch + 1,
+            "train_loss": round(sums["loss"] / max(1, seen), 6),
+            "train_soft": round(sums["soft"] / max(1, seen), 6),
+            "train_hard": round(sums["hard"] / max(1, seen), 6),
+            "train_acc": round(sums["correct"] / max(1, seen), 6),
+            "val_loss": round(val.loss, 6) if val else None,
+            "val_acc": round(val.top1, 6) if val else None,
+            "val_top5": round(val.top5, 6) if val else None,
+            "seconds": round(seconds, 3),
+        }
+        history.append(row)
+        vtxt = f"  val top1 {val.top1:.2%} top5 {val.top5:.2%}" if val else ""
+        kd = f" (soft {row['train_soft']:.4f}, hard {row['train_hard']:.4f})" if use_teacher else ""
+        log(
+            f"epoch {epoch + 1}/{opts.epochs}  loss {row['train_loss']:.4f}{kd} "
+            f"acc {row['train_acc']:.2%}{vtxt}  {seen / max(1e-9, seconds):.0f} img/s  {seconds:.1f} s"
+        )
+        if on_epoch_end is not None:
+            on_epoch_end(row)
+    student.eval()
+    return history
+
+
+def _num_outputs(model: nn.Module) -> int:
+    last = [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
+    return int(last.out_features)
+
+
+def carried_metadata(meta: Mapping[str, Any]) -> dict[str, Any]:
+    """The architecture and data-interface keys of a saved model's metadata (what a re-save needs)."""
+    return {k: meta[k] for k in (*MODEL_KEYS, *DATA_KEYS) if k in meta and meta[k] is not None}
+
+
+# ----------------------------------------------------------------------------------- sevgg distill
+@dataclass
+class DistillConfig:
+    teacher: str
+    data: str
+    out: str = "sevgg_student.pth"
+    student_arch: str | None = None  # default: the teacher's
+    student_width: float | None = None  # absolute width multiplier; default: half the teacher's
+    student_init: str | None = None  # start from this checkpoint (e.g. a pruned model) instead
+    temperature: float = 4.0
+    alpha: float = 0.5
+    epochs: int = 5
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    label_smoothing: float = 0.0
+    clip_grad: float = 1.0
+    dropout: float = 0.5
+    augment: str = "light"
+    input_size: int | None = None  # default: the teacher's
+    limit: int | None = None
+    val_limit: int | None = None
+    cache_dir: str | None = None
+    device: str = "auto"
+    workers: int = 0
+    seed: int = 0
+
+
+@dataclass
+class DistillResult:
+    checkpoint: Path
+    history: list[dict[str, Any]]
+    teacher_val_acc: float | None
+    teacher_params: int
+    student_params: int
+    model: nn.Module
+
+
+def distill(cfg: DistillConfig, *, log: Log = print) -> DistillResult:
+    """Train a student on ``cfg.data`` against the teacher's logits; saves ``cfg.out`` every epoch."""
+    from ..analysis import count_params
+    from ..checkpoints import save_checkpoint
+    from ..training.data import MEAN, STD, DataError, load_datasets, resize_for
+    from ..training.distributed import _pick_device
+    from ..training.evaluate import accumulate
+    from ..training.models import ARCHS, build_model, load_trained, model_metadata
+    from ..training.train import seed_everything
+
+    teacher, tmeta = load_trained(cfg.teacher)
+    size = cfg.input_size or tmeta.get("input_size")
+    split_seed = int(tmeta.get("split_seed", 0) or 0)
+    val_fraction = float(tmeta.get("val_fraction", 0.1) or 0.1)
+    data = load_datasets(
+        cfg.data,
+        input_size=int(size) if size else None,
+        augment=cfg.augment,
+        val_fraction=val_fraction,
+        seed=split_seed,  # the teacher's split: its held-out images stay held out
+        limit=cfg.limit,
+        val_limit=cfg.val_limit if cfg.val_limit is not None else cfg.limit,
+        cache_dir=cfg.cache_dir,
+    )
+    names = data.class_names
+    saved = tmeta.get("class_names")
+    if saved and list(saved) != names:
+        raise DataError(f"{data.spec}: classes {names[:3]}... differ from the teacher's {list(saved)[:3]}...")
+    seed_everything(cfg.seed)
+    if cfg.student_init:
+        student, smeta = load_trained(cfg.student_init)
+        if _num_outputs(student) != len(names):
+            raise ValueError(f"{cfg.student_init}: {_num_outputs(student)} outputs for {len(names)} classes")
+        meta = carried_metadata(smeta)
+        what = f"student from {Path(cfg.student_init).name}"
+    else:
+        t_arch = str(tmeta.get("arch", "vgg16_se"))
+        arch = cfg.student_arch or (t_arch if t_arch in ARCHS else "vgg16_se")
+        width = cfg.student_width or float(tmeta.get("width", 1.0)) / 2
+        reduction = int(tmeta.get("reduction", 16))
+        student = build_model(arch, len(names), width=width, reduction=reduction, dropout=cfg.dropout)
+        meta = model_metadata(arch, width, reduction, cfg.dropout)
+        what = f"student {arch} width {width:g}"
+    device = _pick_device(cfg.device, 0)
+    t_params, s_params = count_params(teacher), count_params(student)
+    log(
+        f"distilling {Path(cfg.teacher).name} ({t_params:,} params) into {what} ({s_params:,} params, "
+        f"{s_params / t_params:.1%}) on {data.spec}: {len(data.train or [])} train / "  # type: ignore[arg-type]
+        f"{len(data.val or [])} val images at {data.input_size}px, T={cfg.temperature:g}, "  # type: ignore[arg-type]
+        f"alpha={cfg.alpha:g}"
+    )
+    teacher_acc = None
+    if data.val is not None and len(data.val):
+        teacher.to(device)
+        tv = accumulate(teacher, DataLoader(data.val, batch_size=cfg.batch_size), device, len(names))
+        teacher_acc = tv.top1
+        log(f"teacher val top1 {tv.top1:.2%} top5 {tv.top5:.2%}")
+    meta.update(
+        {
+            "input_size": int(data.input_size),
+            "resize_size": resize_for(data.input_size),
+            "mean": list(MEAN),
+            "std": list(STD),
+            "data": str(data.spec),
+            "val_fraction": val_fraction,
+            "split_seed": split_seed,
+            "distilled_from": Path(cfg.teacher).name,
+            "temperature": float(cfg.temperature),
+            "alpha": float(cfg.alpha),
+            "teacher_val_acc": teacher_acc,
+        }
+    )
+    history: list[dict[str, Any]] = []
+    out = Path(cfg.out)
+
+    def save(row: dict[str, Any]) -> None:
+        history.append(row)
+        student.provenance = (  # type: ignore[attr-defined]
+            f"sevgg distill from {Path(cfg.teacher).name} ({row['epoch']} epoch(s)"
+            + (f", val top-1 {row['val_acc']:.2%})" if row.get("val_acc") is not None else ")")
+        )
+        save_checkpoint(
+            student,
+            out,
+            class_names=names,
+            extra={"history": history, "distill_config": asdict(cfg)},
+            **meta,
+            epochs_trained=row["epoch"],
+            val_acc=row.get("val_acc"),
+        )
+
+    opts = FitOptions(
+        epochs=cfg.epochs,
+        batch_size=cfg.batch_size,
+        lr=cfg.lr,
+        weight_decay=cfg.weight_decay,
+        clip_grad=cfg.clip_grad,
+        label_smoothing=cfg.label_smoothing,
+        temperature=cfg.temperature,
+        alpha=cfg.alpha,
+        seed=cfg.seed,
+        workers=cfg.workers,
+    )
+    fit(
+        student,
+        data.train,  # type: ignore[arg-type]
+        data.val,
+        opts,
+        teacher=teacher,
+        device=device,
+        log=log,
+        on_epoch_end=save,
+    )
+    return DistillResult(out, history, teacher_acc, t_params, s_params, student)
+
+
+def default_out(teacher: str | os.PathLike[str]) -> str:
+    p = Path(teacher)
+    return str(p.with_name(f"{p.stem}.student{p.suffix or '.pth'}"))

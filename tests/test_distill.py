@@ -1,0 +1,147 @@
+"""``sevgg distill``: the loss against a hand computation, and a slim student distilled on real
+Fashion-MNIST images from a briefly trained teacher (its loss falls, its checkpoint reloads)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from sevgg_gui.analysis import count_params
+from sevgg_gui.cli import main
+from sevgg_gui.deploy.distill import DistillConfig, distill, distillation_loss
+from sevgg_gui.training.models import load_trained
+from sevgg_gui.training.train import TrainConfig, train
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models gain nothing from intra-op threads, and two OpenMP threads on a shared 2-core
+    machine can run 30x slower than one; restored afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def fmnist(shared_dir: Path) -> str:
+    d = shared_dir / "data" / "fashion-mnist"
+    if not (d / "train-images-idx3-ubyte.gz").is_file():
+        pytest.skip(f"Fashion-MNIST not found at {d}")
+    return f"fashionmnist:{d}"
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return str(tmp_path_factory.mktemp("distill-cache"))
+
+
+@pytest.fixture(scope="module")
+def teacher(fmnist: str, cache: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A slim VGG16-SE (width 0.125) trained for three epochs on 768 real images (~58% val top-1)."""
+    out = tmp_path_factory.mktemp("teacher") / "teacher.pth"
+    cfg = TrainConfig(
+        data=fmnist, out=str(out), cache_dir=cache, width=0.125, init="random", epochs=3, limit=768,
+        val_limit=200, batch_size=32, lr_backbone=1e-3, lr_head=1e-3, augment="none", dropout=0.0,
+        label_smoothing=0.0, seed=0,
+    )  # fmt: skip
+    result = train(cfg, log=lambda _: None)
+    assert result.history[-1]["val_acc"] > 0.35
+    return out
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+@pytest.mark.parametrize(("temperature", "alpha"), [(4.0, 0.5), (1.0, 0.9), (2.5, 0.0), (7.0, 1.0)])
+def test_loss_matches_a_hand_computation(temperature: float, alpha: float) -> None:
+    rng = np.random.default_rng(int(temperature * 10 + alpha * 100))
+    s = rng.normal(0, 3, (5, 7))
+    t = rng.normal(0, 3, (5, 7))
+    y = rng.integers(0, 7, 5)
+    p_t, p_s = _softmax(t / temperature), _softmax(s / temperature)
+    kl = float(np.mean(np.sum(p_t * (np.log(p_t) - np.log(p_s)), axis=1)))
+    ce = float(np.mean([-math.log(_softmax(s)[i, y[i]]) for i in range(5)]))
+    want = alpha * temperature**2 * kl + (1 - alpha) * ce
+    total, soft, hard = distillation_loss(
+        torch.tensor(s, dtype=torch.float32),
+        torch.tensor(t, dtype=torch.float32),
+        torch.tensor(y),
+        temperature,
+        alpha,
+    )
+    assert soft.item() == pytest.approx(temperature**2 * kl, rel=1e-4)
+    assert hard.item() == pytest.approx(ce, rel=1e-5)
+    assert total.item() == pytest.approx(want, rel=1e-4)
+    # Identical logits: no soft loss; gradients reach the student only.
+    same, soft0, _ = distillation_loss(torch.tensor(t, requires_grad=True), torch.tensor(t), torch.tensor(y))
+    assert soft0.item() == pytest.approx(0.0, abs=1e-5)
+    with pytest.raises(ValueError, match="temperature"):
+        distillation_loss(torch.tensor(s), torch.tensor(t), torch.tensor(y), temperature=0)
+
+
+def test_distilled_slim_student_learns_and_reloads(
+    teacher: Path, fmnist: str, cache: str, tmp_path: Path
+) -> None:
+    out = tmp_path / "student.pth"
+    cfg = DistillConfig(
+        teacher=str(teacher), data=fmnist, out=str(out), student_width=0.0625, epochs=3, limit=512,
+        val_limit=200, batch_size=32, lr=2e-3, dropout=0.0, augment="none", cache_dir=cache, device="cpu",
+    )  # fmt: skip
+    lines: list[str] = []
+    result = distill(cfg, log=lines.append)
+    losses = [r["train_loss"] for r in result.history]
+    assert losses[0] > losses[1] > losses[2], result.history
+    assert result.history[-1]["train_soft"] < result.history[0]["train_soft"]  # it moves toward the teacher
+    assert result.student_params < 0.5 * result.teacher_params
+    assert result.teacher_val_acc is not None and result.history[-1]["val_acc"] > 0.15
+    assert any("teacher val top1" in line for line in lines)
+
+    student, meta = load_trained(out)
+    assert meta["width"] == 0.0625 and meta["arch"] == "vgg16_se" and meta["input_size"] == 32
+    assert meta["distilled_from"] == "teacher.pth" and meta["temperature"] == 4.0
+    assert count_params(student) == result.student_params
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(student(x), result.model.eval()(x))
+    from sevgg_gui.zoo import load_model
+
+    assert load_model(str(out)).class_names == meta["class_names"]
+
+
+def test_cli_distill_into_vgg11_se_and_from_a_pruned_model(
+    teacher: Path, fmnist: str, cache: str, tmp_path: Path, capsys
+) -> None:
+    out = tmp_path / "s11.pth"
+    common = ["--teacher", str(teacher), "--data", fmnist, "--epochs", "1", "--limit", "128", "--val-limit", "50",
+              "--batch-size", "32", "--cache-dir", cache, "--device", "cpu"]  # fmt: skip
+    assert (
+        main(
+            ["distill", *common, "--out", str(out), "--student-arch", "vgg11_se", "--student-width", "0.125"]
+        )
+        == 0
+    )
+    assert "wrote" in capsys.readouterr().out
+    model, meta = load_trained(out)
+    assert meta["arch"] == "vgg11_se" and len(model.se_blocks()) == 5
+
+    # A pruned teacher copy as the student's starting point: its widths survive the distillation.
+    pruned = tmp_path / "pruned.pth"
+    assert (
+        main(["prune", "-c", str(teacher), "--out", str(pruned), "--ratio", "0.5", "--latency-runs", "1"])
+        == 0
+    )
+    out2 = tmp_path / "from-pruned.pth"
+    assert (
+        main(["distill", *common, "--out", str(out2), "--student-init", str(pruned), "--alpha", "0.9"]) == 0
+    )
+    p_model, _ = load_trained(pruned)
+    s_model, s_meta = load_trained(out2)
+    assert s_meta["cfg"] == load_trained(pruned)[1]["cfg"] and count_params(s_model) == count_params(p_model)
+    assert s_meta["alpha"] == 0.9
