@@ -111,25 +111,3 @@ def article10() -> nn.Module:
                 m.fc[0].weight.mul_(4.0)
                 m.fc[2].weight.mul_(4.0)
     return model.eval()
-
-
-# ------------------------------------------------------------------------------------------ exit
-# PySide6 6.12 can abort in interpreter finalisation ("Fatal Python error: none_dealloc" while the
-# garbage collector frees Qt wrappers after QApplication is gone), turning a green run into exit 134.
-# The app tests collect garbage while Qt is alive; as a last line, a session that imported Qt leaves
-# through os._exit with pytest's own status once pytest has printed everything.
-_EXIT_STATUS: list[int] = []
-
-
-def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    _EXIT_STATUS.append(int(exitstatus))
-
-
-@pytest.hookimpl(trylast=True)
-def pytest_unconfigure(config: pytest.Config) -> None:
-    import sys
-
-    if _EXIT_STATUS and "PySide6.QtCore" in sys.modules:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(_EXIT_STATUS[0])
