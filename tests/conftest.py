@@ -111,3 +111,22 @@ def article10() -> nn.Module:
                 m.fc[0].weight.mul_(4.0)
                 m.fc[2].weight.mul_(4.0)
     return model.eval()
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models gain nothing from intra-op threads, and two OpenMP threads on a shared 2-core
+    machine can run 30x slower than one; restored afterwards (used by the training-side tests)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def fmnist(shared_dir: Path) -> str:
+    """Fashion-MNIST from ../shared as a `--data` spec; skips where shared/ is absent."""
+    d = shared_dir / "data" / "fashion-mnist"
+    if not (d / "train-images-idx3-ubyte.gz").is_file():
+        pytest.skip(f"Fashion-MNIST not found at {d}")
+    return f"fashionmnist:{d}"

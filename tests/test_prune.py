@@ -31,23 +31,7 @@ from sevgg_gui.recorder import ExcitationRecorder
 from sevgg_gui.training.models import build_model, load_trained
 from sevgg_gui.training.train import TrainConfig, train
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models gain nothing from intra-op threads, and two OpenMP threads on a shared 2-core
-    machine can run 30x slower than one; restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def fmnist(shared_dir: Path) -> str:
-    d = shared_dir / "data" / "fashion-mnist"
-    if not (d / "train-images-idx3-ubyte.gz").is_file():
-        pytest.skip(f"Fashion-MNIST not found at {d}")
-    return f"fashionmnist:{d}"
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

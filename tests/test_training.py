@@ -59,14 +59,6 @@ TINY_CLASSES = ("blue", "green", "red")
 
 # ------------------------------------------------------------------------------------------ fixtures
 @pytest.fixture(scope="session")
-def fmnist(shared_dir: Path) -> str:
-    d = shared_dir / "data" / "fashion-mnist"
-    if not (d / "train-images-idx3-ubyte.gz").is_file():
-        pytest.skip(f"Fashion-MNIST not found at {d}")
-    return f"fashionmnist:{d}"
-
-
-@pytest.fixture(scope="session")
 def data_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("data-cache")
 
