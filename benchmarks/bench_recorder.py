@@ -84,7 +84,7 @@ def main() -> int:
                 base = plain()
                 for name, fn in impls.items():
                     assert torch.equal(fn(), base), f"{name} changed the output"
-                rounds = args.rounds or (2 if quick else (15 if batch == 1 else 8))
+                rounds = args.rounds or (2 if quick else (25 if batch == 1 else 10))
                 t = interleave(impls, rounds=rounds, reps=1 if batch > 1 or quick else 2)
             for name in impls:
                 rows.append(

@@ -528,6 +528,12 @@ class MainWindow(QMainWindow):
     # ================================================================== results
     @Slot(object)
     def _on_result(self, result) -> None:
+        pending = self._pending
+        if pending is not None and not pending.meta.get("rerun") and result.meta.get("rerun"):
+            # A re-run (block switch, intervention) of the frame whose first result is still waiting
+            # to be drawn: draw the newer one, but as that new frame, or it would never be counted
+            # (frames_drawn, recordings, running means, headless mode's "N frames drawn").
+            result.meta["rerun"] = False
         self._pending = result
         if not self._draw_scheduled:
             self._draw_scheduled = True

@@ -303,3 +303,26 @@ def test_class_profiles_overlay_the_bars_and_bad_npz_is_refused(qtbot, window, s
     np.savez(bad, x=np.zeros(3))
     assert not window.load_profiles(str(bad))
     assert "other.npz" in window.error_banner.label.text()
+
+
+def test_rerun_that_overtakes_a_new_frame_still_counts_it(qtbot, window, small_model):
+    """Results coalesce (only the newest is drawn); a re-run arriving right after a new frame's
+    result, before the draw, must not make that frame vanish from frames_drawn (headless mode waited
+    forever on exactly this when the model-load block selection re-ran the first frame)."""
+    predictor = make_predictor(small_model)
+    rgb = np.full((40, 40, 3), 128, np.uint8)
+    first, again = predictor.predict(rgb), predictor.predict(rgb)
+    first.meta.update(rerun=False)
+    again.meta.update(rerun=True)
+    before = window.frames_drawn
+    window._on_result(first)
+    window._on_result(again)  # both queued before the event loop draws
+    qtbot.waitUntil(lambda: not window._draw_scheduled, timeout=5_000)
+    assert window.last_result is again
+    assert window.frames_drawn == before + 1
+    # A plain re-run on its own is still not a new frame.
+    rerun = predictor.predict(rgb)
+    rerun.meta.update(rerun=True)
+    window._on_result(rerun)
+    qtbot.waitUntil(lambda: window.last_result is rerun, timeout=5_000)
+    assert window.frames_drawn == before + 1
