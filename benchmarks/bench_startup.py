@@ -204,7 +204,6 @@ def main() -> int:
         variants = {
             "default": (env, []),
             "SEVGG_FAST=0": ({**env, "SEVGG_FAST": "0"}, []),
-            "prototype: no torch._dynamo before 1st frame (not shipped)": (env, ["--prototype-lazy"]),
         }
         gui_rows = []
         firsts: list[float] = []
@@ -248,11 +247,6 @@ def main() -> int:
             "gui",
         )
         print("# times from spawn; headless (offscreen Qt), one sample, warm page cache")
-        if not quick:
-            print(
-                "# prototype = the start-up proposals in benchmarks/README.md, patched in by the probe: "
-                "no weight init on the meta device, torchvision not imported, cost table deferred"
-            )
         report.target("sevgg-gui spawn -> first prediction (s)", statistics.median(firsts), 3.0)
         if ckpt is not None and not quick:
             comp = [guarded(lambda: components(ckpt))[0] for _ in range(3)]

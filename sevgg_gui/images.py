@@ -11,11 +11,13 @@ import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import numpy as np
-import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+if TYPE_CHECKING:  # torch is imported where it is used: the app shows its window before torch loads
+    import torch
 
 MAX_PIXELS = 120_000_000  # ~11k x 11k; beyond that a file is far more likely a bomb than a photo
 IMAGE_SUFFIXES = {
@@ -188,6 +190,8 @@ class Preprocess:
 
     def __call__(self, rgb: np.ndarray) -> torch.Tensor:
         """RGB uint8 (H, W, 3) -> normalised float tensor (3, S, S)."""
+        import torch
+
         x = torch.from_numpy(self.crop_resize(rgb)).permute(2, 0, 1).float().div_(255.0)
         mean = torch.tensor(self.mean).view(3, 1, 1)
         std = torch.tensor(self.std).view(3, 1, 1)

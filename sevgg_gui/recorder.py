@@ -11,6 +11,7 @@ the same hook, so the recorder always reports the gate that was actually applied
 from __future__ import annotations
 
 import numbers
+import sys
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -50,20 +51,28 @@ register_gate_type(
 )
 
 
+_torchvision_registered = False
+
+
 def _register_torchvision() -> None:
-    try:
-        from torchvision.ops.misc import SqueezeExcitation
-    except ImportError:  # pragma: no cover - torchvision is a dependency
+    """Register torchvision's ``SqueezeExcitation`` once torchvision is imported anyway.
+
+    Called on every scan instead of at import time: importing torchvision costs ~1 s of start-up
+    (its ops pull in torch._dynamo), and a model can only hold a torchvision module if whoever built
+    it has imported torchvision already, so checking ``sys.modules`` loses nothing.
+    """
+    global _torchvision_registered
+    if _torchvision_registered or "torchvision.ops.misc" not in sys.modules:
         return
+    _torchvision_registered = True
+    from torchvision.ops.misc import SqueezeExcitation
+
     register_gate_type(
         SqueezeExcitation,
         lambda m: GateTap(
             gate=m.scale_activation, squeeze=m.avgpool, squeeze_from="output", channels=m.fc2.out_channels
         ),
     )
-
-
-_register_torchvision()
 
 
 _SPATIAL_TAPS: dict[type, Callable[[nn.Module], nn.Module]] = {}
@@ -80,6 +89,7 @@ def register_spatial_type(cls: type, tap: Callable[[nn.Module], nn.Module]) -> N
 
 def find_gate_blocks(model: nn.Module) -> list[tuple[str, nn.Module]]:
     """All recordable attention blocks in forward-definition order, by registered type."""
+    _register_torchvision()
     types = tuple(_TAPS) + tuple(_SPATIAL_TAPS)
     return [(n, m) for n, m in model.named_modules() if isinstance(m, types) and n]
 

@@ -15,6 +15,7 @@ from torch import nn
 
 from .checkpoints import CheckpointError, CheckpointInfo, load_checkpoint
 from .images import Preprocess
+from .model_specs import MODEL_CHOICES  # noqa: F401  (re-exported: the public name lives here too)
 from .models.vgg import VGG16_SE, cached_weights_path, from_vgg16
 
 RANDOM_WARNING = (
@@ -39,16 +40,6 @@ class LoadedModel:
             return self.transform
         s = self.input_size
         return Preprocess(crop_size=s, resize_size=round(s * 256 / 224))
-
-
-MODEL_CHOICES: list[tuple[str, str | None]] = [
-    ("VGG16-SE (article; ImageNet transfer when cached)", None),
-    ("MobileNetV3-Small (torchvision, trained SE)", "pretrained:mobilenet_v3_small"),
-    ("MobileNetV3-Large (torchvision, trained SE)", "pretrained:mobilenet_v3_large"),
-    ("EfficientNet-B0 (torchvision, trained SE)", "pretrained:efficientnet_b0"),
-    ("RegNetY-400MF (torchvision, trained SE)", "pretrained:regnet_y_400mf"),
-    *[(f"VGG16 + {k.upper()} (random init)", f"vgg16:{k}") for k in ("sse", "scse", "bam", "cbam", "eca")],
-]
 
 
 def imagenet_vgg16_cached() -> bool:

@@ -102,10 +102,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         source = str(SAMPLES)
 
     if not headless:
-        from ..zoo import imagenet_vgg16_cached
-
-        if args.checkpoint is None and not imagenet_vgg16_cached():
-            win.download_weights()  # first use: fetch ImageNet VGG16 in the background
+        # First use: fetch ImageNet VGG16 in the background, checked once the model has loaded (the
+        # check imports torchvision, which would keep the window from showing until it has loaded).
+        win.offer_download = args.checkpoint is None
         if source:
             win.open_source(source)
         else:

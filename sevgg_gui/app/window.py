@@ -121,6 +121,7 @@ class MainWindow(QMainWindow):
         self.model_info: ModelInfo | None = None
         self.checkpoint = checkpoint
         self._requested_checkpoint = checkpoint
+        self.offer_download = False  # main(): fetch ImageNet VGG16 after the first model load if missing
         self.device = device or str(self.settings.value("device", "auto"))
         self.half = self.settings.value("half", False, type=bool)
         self.selected: tuple[str, int] | None = None
@@ -148,6 +149,7 @@ class MainWindow(QMainWindow):
         w = self.worker_thread.worker
         w.resultReady.connect(self._on_result, queued)
         w.modelLoaded.connect(self._on_model_loaded, queued)
+        w.modelDescribed.connect(self._on_model_described, queued)
         w.modelFailed.connect(self._on_model_failed, queued)
         w.inferenceFailed.connect(self._on_inference_failed, queued)
         self.sourceError.connect(self._on_source_error, queued)
@@ -276,7 +278,7 @@ class MainWindow(QMainWindow):
         act(v, "Full screen", self.toggle_fullscreen, "F", checkable=True)
 
         m = mb.addMenu("&Model")
-        from ..zoo import MODEL_CHOICES
+        from ..model_specs import MODEL_CHOICES
 
         pick = m.addMenu("Choose model")
         for label, spec in MODEL_CHOICES:
@@ -287,14 +289,12 @@ class MainWindow(QMainWindow):
         m.addSeparator()
         group = QActionGroup(self)
         self.device_actions = {}
-        import torch
-
         for dev in ("auto", "cpu", "cuda"):
             a = QAction(
                 {"auto": "Device: automatic", "cpu": "Device: CPU", "cuda": "Device: CUDA GPU"}[dev], self
             )
             a.setCheckable(True)
-            a.setEnabled(dev != "cuda" or torch.cuda.is_available())
+            a.setEnabled(dev != "cuda")  # CUDA: enabled once torch has loaded (see _on_model_loaded)
             a.setChecked(dev == self.device)
             a.triggered.connect(lambda _=False, d=dev: self.set_device(d))
             group.addAction(a)
@@ -351,6 +351,13 @@ class MainWindow(QMainWindow):
         self.worker_thread.worker.load_model(checkpoint, self.device, self.half, allow_download)
 
     @Slot(object)
+    def _on_model_described(self, info: ModelInfo) -> None:
+        """The cost table arrived after the first frame; ignore it if another model came since."""
+        if self.model_info is not None and self.model_info.provenance == info.provenance:
+            self.model_info = info
+            self.model_panel.set_info(info)
+
+    @Slot(object)
     def _on_model_loaded(self, info: ModelInfo) -> None:
         self.progress.setVisible(False)
         self.model_info = info
@@ -364,6 +371,15 @@ class MainWindow(QMainWindow):
         self._interventions.clear()
         self.charts.set_interventions("")
         self.hud_device.setText(f"device: {info.device}{' fp16' if info.half else ''}")
+        import torch  # loaded by the worker by now: this costs nothing
+
+        self.device_actions["cuda"].setEnabled(torch.cuda.is_available())
+        if self.offer_download and self.checkpoint is None:
+            self.offer_download = False
+            from ..zoo import imagenet_vgg16_cached
+
+            if not imagenet_vgg16_cached():
+                self.download_weights()  # first use: fetch ImageNet VGG16 in the background
         if info.warning:
             self.model_banner.show_text(
                 info.warning,

@@ -12,7 +12,7 @@ import queue
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from PySide6.QtCore import QCoreApplication, QObject, QThread, Signal
@@ -44,6 +44,7 @@ class ModelInfo:
 class InferenceWorker(QObject):
     resultReady = Signal(object)  # Result, with meta about the frame
     modelLoaded = Signal(object)  # ModelInfo
+    modelDescribed = Signal(object)  # ModelInfo with its cost table, computed after the first frame
     modelFailed = Signal(str)  # one line; the previous model stays
     inferenceFailed = Signal(str)  # one line per failed frame
     finished = Signal()
@@ -59,11 +60,18 @@ class InferenceWorker(QObject):
         self.processed = 0
         self.model_slowdown_s = 0.0  # tests: simulate a slow model without touching its math
         self._busy = False
+        self._undescribed: ModelInfo | None = None  # cost table still to compute
+        self._quiet_polls = 0
 
     @property
     def idle(self) -> bool:
         """No command queued, no frame pending, nothing running (headless mode waits for this)."""
-        return not self._busy and self._commands.empty() and not self.frames.pending
+        return (
+            not self._busy
+            and self._commands.empty()
+            and not self.frames.pending
+            and self._undescribed is None
+        )
 
     # ------------------------------------------------------------------ called from any thread
     def submit(self, fn: Callable[[], None]) -> None:
@@ -113,10 +121,16 @@ class InferenceWorker(QObject):
             self._drain_commands()
             frame = self.frames.get(timeout=0.05)
             if frame is None or not self._running:
+                self._quiet_polls += 1
+                if self._undescribed is not None and self._quiet_polls >= 10:
+                    self._describe()  # nothing to classify for 0.5 s
                 continue
             self._busy = True
+            self._quiet_polls = 0
             self.last_frame = frame
             self._process(frame)
+            if self._undescribed is not None:
+                self._describe()  # after the first prediction, not before it
             self._busy = False
         self._drain_commands()
         if self.predictor is not None:
@@ -182,14 +196,27 @@ class InferenceWorker(QObject):
         if self.maps_block not in predictor.block_names:
             self.maps_block = predictor.block_names[0]
         predictor.set_maps_for([self.maps_block])
+        self._undescribed = info if not info.cost_table else None
         self.modelLoaded.emit(info)
         if self.last_frame is not None:  # a frame that arrived while no model was ready
             self._process(self.last_frame, rerun=False)
+            if self._undescribed is not None:
+                self._describe()
+
+    def _describe(self) -> None:
+        """Fill in the cost table off the path to the first prediction: its meta-device pass imports
+        torch._dynamo (~1 s once per process), which would otherwise delay the first frame."""
+        info, self._undescribed = self._undescribed, None
+        if info is None or self.predictor is None:
+            return
+        table = cost_table(self.predictor)
+        if table:
+            self.modelDescribed.emit(replace(info, cost_table=table))
 
     def _load_model(self, checkpoint: str | None, device: str, half: bool, allow_download: bool) -> None:
         try:
             predictor, info = build_predictor(
-                checkpoint, device=device, half=half, allow_download=allow_download
+                checkpoint, device=device, half=half, allow_download=allow_download, with_cost=False
             )
         except Exception as exc:
             self.modelFailed.emit(_one_line(exc))
@@ -198,7 +225,12 @@ class InferenceWorker(QObject):
 
 
 def build_predictor(
-    checkpoint: str | None, *, device: str = "auto", half: bool = False, allow_download: bool = False
+    checkpoint: str | None,
+    *,
+    device: str = "auto",
+    half: bool = False,
+    allow_download: bool = False,
+    with_cost: bool = True,
 ) -> tuple[Any, ModelInfo]:
     """Load a model through the core and wrap it in a Predictor (runs on the worker thread)."""
     from ..inference import Predictor
@@ -208,21 +240,29 @@ def build_predictor(
     predictor = Predictor(
         loaded.model, device=device, half=half, class_names=loaded.class_names, preprocess=loaded.preprocess()
     )
-    return predictor, describe_model(predictor, loaded)
+    return predictor, describe_model(predictor, loaded, with_cost=with_cost)
 
 
-def describe_model(predictor: Any, loaded: Any = None) -> ModelInfo:
-    """Plain-data description of a predictor's model for the views."""
+def cost_table(predictor: Any) -> str:
+    """The article's per-block cost table for the predictor's model and input size ("" if unknown)."""
     from ..analysis import format_cost_table, model_cost
+
+    size = predictor.preprocess.crop_size
+    try:
+        return format_cost_table(model_cost(predictor.model, (size, size)))
+    except Exception:  # analysis is informative only
+        return ""
+
+
+def describe_model(predictor: Any, loaded: Any = None, *, with_cost: bool = True) -> ModelInfo:
+    """Plain-data description of a predictor's model for the views (``with_cost=False``: the cost
+    table is left for :meth:`InferenceWorker._describe` to fill in after the first frame)."""
     from ..zoo import gates_untrained
 
     model = predictor.model
     size = predictor.preprocess.crop_size
     rec = predictor.recorder
-    try:
-        table = format_cost_table(model_cost(model, (size, size)))
-    except Exception:  # analysis is informative only
-        table = ""
+    table = cost_table(predictor) if with_cost else ""
     info_ckpt = getattr(loaded, "info", None)
     return ModelInfo(
         name=type(model).__name__,

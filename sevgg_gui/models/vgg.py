@@ -80,7 +80,12 @@ class VGGSE(nn.Module):
 
     def _init_weights(self) -> None:
         """torchvision's VGG init, so even random weights give image-dependent activations
-        (PyTorch's default init, which the article's code gets, fades the signal out with depth)."""
+        (PyTorch's default init, which the article's code gets, fades the signal out with depth).
+
+        Skipped on the meta device (a checkpoint's weights are assigned next): ``normal_`` on meta
+        tensors runs through torch._refs and imports torch._dynamo, ~1 s of start-up for nothing."""
+        if any(p.is_meta for p in self.parameters()):
+            return
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")

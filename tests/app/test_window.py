@@ -326,3 +326,21 @@ def test_rerun_that_overtakes_a_new_frame_still_counts_it(qtbot, window, small_m
     window._on_result(rerun)
     qtbot.waitUntil(lambda: window.last_result is rerun, timeout=5_000)
     assert window.frames_drawn == before + 1
+
+
+def test_cost_table_arrives_after_the_first_frame(qtbot, window, small_model):
+    """Models loaded by the worker describe their cost after the first prediction (its meta-device
+    pass imports torch._dynamo, ~1 s), then the model panel shows the table."""
+    from sevgg_gui.app.worker import describe_model
+
+    predictor = make_predictor(small_model)
+    info = describe_model(predictor, with_cost=False)
+    assert info.cost_table == ""
+    old = window.model_info
+    window.worker_thread.worker.set_predictor(predictor, info)
+    qtbot.waitUntil(
+        lambda: window.model_info is not old and bool(window.model_info.cost_table), timeout=20_000
+    )
+    assert "features.4" in window.model_info.cost_table
+    assert "features.4" in window.model_panel.toPlainText()
+    assert window.worker_thread.worker.idle
