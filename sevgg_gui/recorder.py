@@ -36,6 +36,9 @@ class GateTap:
     squeeze: nn.Module
     squeeze_from: Literal["input", "output"]
     channels: int
+    # The block's output is exactly input * gate per channel (SE, ECA): the after-gate feature map is
+    # then the before-gate map times the gate (average pooling is linear), one downsampling, not two.
+    scales_input: bool = False
 
 
 _TAPS: dict[type, Callable[[nn.Module], GateTap]] = {}
@@ -47,7 +50,8 @@ def register_gate_type(cls: type, tap: Callable[[nn.Module], GateTap]) -> None:
 
 
 register_gate_type(
-    SEBlock, lambda m: GateTap(gate=m.fc, squeeze=m.fc, squeeze_from="input", channels=m.channels)
+    SEBlock,
+    lambda m: GateTap(gate=m.fc, squeeze=m.fc, squeeze_from="input", channels=m.channels, scales_input=True),
 )
 
 
@@ -70,7 +74,11 @@ def _register_torchvision() -> None:
     register_gate_type(
         SqueezeExcitation,
         lambda m: GateTap(
-            gate=m.scale_activation, squeeze=m.avgpool, squeeze_from="output", channels=m.fc2.out_channels
+            gate=m.scale_activation,
+            squeeze=m.avgpool,
+            squeeze_from="output",
+            channels=m.fc2.out_channels,
+            scales_input=True,
         ),
     )
 
@@ -252,8 +260,16 @@ class ExcitationRecorder:
         return hook
 
     def _post_hook(self, name: str):
+        tap = self.taps.get(name)
+        derive = tap is not None and tap.scales_input
+
         def hook(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
-            if name in self._map_names and not output.is_meta:
+            if name not in self._map_names or output.is_meta:
+                return
+            before, gate = self._maps_in.get(name), self._gates.get(name)
+            if derive and before is not None and gate is not None:
+                self._maps_out[name] = before * gate.reshape(*gate.shape[:2], 1, 1).to(before.dtype)
+            else:
                 self._maps_out[name] = self._shrink(output)
 
         return hook

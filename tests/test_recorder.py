@@ -304,3 +304,35 @@ def test_intervene_accepts_numpy_integers() -> None:
     rec.intervene("features.4", np.int64(3), value=0.0)
     rec.intervene("features.4", np.array([1, 2]), scale=2.0)
     assert rec.interventions["features.4"] == [([3], 0.0, None), ([1, 2], None, 2.0)]
+
+
+@pytest.mark.parametrize("kind", ["se", "torchvision", "eca"])
+def test_after_gate_maps_equal_the_pooled_real_output(kind: str) -> None:
+    """For blocks whose output is input * gate the after-gate map is derived from the before-gate map
+    (one downsampling instead of two); it must equal downsampling the block's real output."""
+    import torch.nn.functional as F
+
+    from sevgg_gui.models.networks import vgg16_attention
+    from sevgg_gui.models.vgg import VGG16_SE
+
+    torch.manual_seed(0)
+    if kind == "torchvision":
+        model = torchvision.models.mobilenet_v3_small(num_classes=4).eval()
+        x, block = torch.rand(2, 3, 96, 96), "features.1.block.1"
+    else:
+        model = (VGG16_SE(num_classes=4) if kind == "se" else vgg16_attention("eca", num_classes=4)).eval()
+        x, block = torch.randn(2, 3, 48, 48), "features.4"
+    real: dict[str, torch.Tensor] = {}
+    handle = dict(model.named_modules())[block].register_forward_hook(
+        lambda m, i, o: real.__setitem__("out", o.detach().clone())
+    )
+    try:
+        with ExcitationRecorder(model, feature_maps=[block], map_size=8) as rec, torch.no_grad():
+            model(x)
+    finally:
+        handle.remove()
+    before, after = rec.feature_maps[block]
+    assert after.shape[-2:] == before.shape[-2:] and max(after.shape[-2:]) <= 8
+    expected = F.adaptive_avg_pool2d(real["out"], after.shape[-2:])
+    torch.testing.assert_close(after, expected, rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(after, before)

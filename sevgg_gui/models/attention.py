@@ -334,7 +334,13 @@ ATTENTION_TYPES: tuple[type[nn.Module], ...] = (SEBlock, SpatialSE, SCSE, BAM, C
 
 
 def _channel_tap(m: nn.Module) -> GateTap:
-    return GateTap(gate=m.gate, squeeze=m.avg_pool, squeeze_from="output", channels=m.channels)
+    return GateTap(
+        gate=m.gate,
+        squeeze=m.avg_pool,
+        squeeze_from="output",
+        channels=m.channels,
+        scales_input=isinstance(m, ECA),  # ECA's output is x * gate; the others add a spatial part
+    )
 
 
 for _cls in (SCSE, BAM, CBAM, ECA):
