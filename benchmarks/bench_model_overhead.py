@@ -204,7 +204,9 @@ def main() -> int:
     print(f"# input {size}x{size}; memory = parameters + peak live tensor bytes during one forward")
     print(
         "# time in SE blocks = their own time per forward (pre/post hooks, median) / the model's median "
-        "forward: a direct, low-noise measure of the SE share next to the paired end-to-end ratio"
+        "forward. Hooks on a block make it run as a module, so for ours this times the SE blocks "
+        "*unpaired*; in the timed forwards each block runs paired with its max-pool (gate applied to "
+        "the pooled map, models.se.se_then_max_pool), which the end-to-end ratio includes"
     )
     return report.finish()
 

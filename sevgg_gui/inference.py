@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from .images import Preprocess, to_rgb_array
+from .models.se import SEBlock, se_then_max_pool
 from .recorder import ExcitationRecorder
 
 
@@ -421,6 +422,12 @@ class CpuFastPath:
                         self.plain_calls += 1
                         i += 1
                     continue
+                if plain and i + 1 < n and isinstance(m, SEBlock):
+                    y = se_then_max_pool(m, mods[i + 1], x)  # gate applied after the pool: same numbers
+                    if y is not None:
+                        x = y
+                        i += 2
+                        continue
                 x = m(x)
                 i += 1
             return x

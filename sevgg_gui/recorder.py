@@ -159,6 +159,7 @@ class ExcitationRecorder:
         self._map_names: set[str] = set()
         self.set_feature_maps(feature_maps)
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
+        self._map_handles: dict[str, list[torch.utils.hooks.RemovableHandle]] = {}
         self._gates: dict[str, torch.Tensor] = {}
         self._squeezes: dict[str, torch.Tensor] = {}
         self._maps_in: dict[str, torch.Tensor] = {}
@@ -171,7 +172,7 @@ class ExcitationRecorder:
     def attach(self) -> ExcitationRecorder:
         if self._handles:
             return self
-        for name, block in self.blocks.items():
+        for name in self.blocks:
             tap = self.taps.get(name)
             if tap is not None:
                 self._handles.append(tap.gate.register_forward_hook(self._gate_hook(name)))
@@ -181,14 +182,31 @@ class ExcitationRecorder:
                     )
             if name in self.spatial_taps:
                 self._handles.append(self.spatial_taps[name].register_forward_hook(self._spatial_hook(name)))
-            self._handles.append(block.register_forward_pre_hook(self._pre_hook(name)))
-            self._handles.append(block.register_forward_hook(self._post_hook(name)))
+        self._hook_map_blocks()
         return self
+
+    def _hook_map_blocks(self) -> None:
+        """Hook a block itself only while its feature maps are wanted: a block without hooks of its
+        own may be run fused with the max-pool after it (models.se.se_then_max_pool)."""
+        for name in list(self._map_handles):
+            if name not in self._map_names or not self._handles:
+                for h in self._map_handles.pop(name):
+                    h.remove()
+        if not self._handles:
+            return
+        for name in self._map_names:
+            if name not in self._map_handles:
+                block = self.blocks[name]
+                self._map_handles[name] = [
+                    block.register_forward_pre_hook(self._pre_hook(name)),
+                    block.register_forward_hook(self._post_hook(name)),
+                ]
 
     def detach(self) -> None:
         for h in self._handles:
             h.remove()
         self._handles.clear()
+        self._hook_map_blocks()  # no handles: removes the map hooks too
 
     @property
     def attached(self) -> bool:
@@ -206,6 +224,8 @@ class ExcitationRecorder:
         if unknown:
             raise KeyError(f"unknown block(s) {sorted(unknown)}; known: {list(self.blocks)}")
         self._map_names = names
+        if hasattr(self, "_map_handles"):
+            self._hook_map_blocks()
         for maps in (getattr(self, "_maps_in", {}), getattr(self, "_maps_out", {})):
             for stale in set(maps) - names:  # else a block no longer asked for keeps reporting old maps
                 del maps[stale]
@@ -217,10 +237,13 @@ class ExcitationRecorder:
 
     def _gate_hook(self, name: str):
         squeeze_here = self._squeeze_in_gate_hook(self.taps[name])
+        count = name == self._first  # forwards are counted where the first block computes its gate
 
         def hook(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor):
             if output.is_meta:  # shape analysis (analysis.layer_macs) is not a forward to record
                 return None
+            if count:
+                self.forwards += 1
             gate = output
             if name in self._interventions:
                 gate = self._apply_interventions(name, gate)
@@ -241,8 +264,12 @@ class ExcitationRecorder:
         return hook
 
     def _spatial_hook(self, name: str):
+        count = name == self._first and name not in self.taps  # a spatial-only first block counts
+
         def hook(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
             if not output.is_meta:
+                if count:
+                    self.forwards += 1
                 self._spatial[name] = output.detach()
 
         return hook
@@ -251,8 +278,6 @@ class ExcitationRecorder:
         def hook(module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
             if inputs[0].is_meta:
                 return
-            if name == self._first:
-                self.forwards += 1
             if name in self._map_names:
                 # Downsampled copy taken before the block may scale its input in place.
                 self._maps_in[name] = self._shrink(inputs[0])

@@ -8,6 +8,11 @@ over the feature map. The squeeze reads it once, the scale reads and writes it o
 touches it: in inference the scale is done in place (no fresh output to allocate and page-fault), and
 the excitation MLP runs as four plain function calls when nobody hooks into it (a small map is
 dominated by per-call overhead). The arithmetic is the article's either way.
+
+In VGG16-SE every block is followed by a max-pool, and a gate s >= 0 commutes with it exactly:
+``maxpool(x * s) == maxpool(x) * s`` per channel (rounding is monotonic, so even bit for bit). In
+inference :func:`run_sequential` therefore skips the full-size scale and multiplies the 4x smaller
+pooled map: the block then costs one read of the feature map (the squeeze) instead of three passes.
 """
 
 from __future__ import annotations
@@ -96,16 +101,17 @@ class SEBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c = x.shape[0], x.shape[1]
-        if _global_hooks():
-            z = self._modules["avg_pool"](x).view(b, c)
-            s = self._modules["fc"](z)
-        else:
-            z = self.squeeze(x)
-            s = self.excite(z)
-        s = s.view(b, c, 1, 1)
+        s = self.gate(x).view(b, c, 1, 1)
         if self.inplace and not (s.requires_grad or x.requires_grad):
             return x.mul_(s)
         return x * s
+
+    def gate(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) -> (B, C) gate s = fc(mean(x)), without applying it."""
+        b, c = x.shape[0], x.shape[1]
+        if _global_hooks():
+            return self._modules["fc"](self._modules["avg_pool"](x).view(b, c))
+        return self.excite(self.squeeze(x))
 
     def squeeze(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) -> (B, C) channel means (through ``avg_pool`` if it was hooked or replaced)."""
@@ -144,3 +150,52 @@ class SEBlock(nn.Module):
 
     def parameter_count(self) -> int:
         return sum(p.numel() for p in self.parameters())
+
+
+def se_then_max_pool(se: nn.Module, pool: nn.Module, x: torch.Tensor) -> torch.Tensor | None:
+    """``pool(se(x))`` as ``pool(x) * gate`` when that is provably the same, else ``None``.
+
+    Requires: inference (no autograd), an unmodified SEBlock and MaxPool2d without hooks of their own
+    (hooks on the block's ``fc`` are fine: the gate they see or rewrite is the one applied), and a
+    gate >= 0. A sigmoid guarantees that; a hook on ``fc`` could change it (an intervention that sets
+    a negative gate), so then it is checked, on the CPU only (no device sync on a GPU: fall back).
+    """
+    if (
+        torch.is_grad_enabled()
+        or type(pool) is not nn.MaxPool2d
+        or pool.return_indices
+        or not isinstance(se, SEBlock)
+        or type(se).forward is not SEBlock.forward
+        or x.dim() != 4
+        or _has_hooks(se)
+        or _has_hooks(pool)
+        or _global_hooks()
+    ):
+        return None
+    fc_hooked = any(_has_hooks(m) for m in se.fc.modules())
+    if fc_hooked and not x.is_cpu:
+        return None
+    b, c = x.shape[0], x.shape[1]
+    g = se.gate(x)
+    if fc_hooked and bool((g < 0).any()):
+        return None
+    y = pool(x)
+    return y.mul_(g.view(b, c, 1, 1).to(y.dtype))
+
+
+def run_sequential(seq: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
+    """``seq(x)``, with each SE block + max-pool pair run as :func:`se_then_max_pool` in inference."""
+    if torch.is_grad_enabled() or "forward" in seq.__dict__ or _has_hooks(seq) or _global_hooks():
+        return seq(x)  # training, a patched forward (inference.CpuFastPath pairs them itself), hooks
+    mods = list(seq._modules.values())
+    i, n = 0, len(mods)
+    while i < n:
+        if i + 1 < n and isinstance(mods[i], SEBlock):
+            y = se_then_max_pool(mods[i], mods[i + 1], x)
+            if y is not None:
+                x = y
+                i += 2
+                continue
+        x = mods[i](x)
+        i += 1
+    return x

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .se import SEBlock
+from .se import SEBlock, run_sequential
 
 # Numbers are 3x3 conv widths (each followed by ReLU), "SE" an SE block, "M" a 2x2 max-pool.
 CFGS: dict[str, list[int | str]] = {
@@ -99,7 +99,7 @@ class VGGSE(nn.Module):
         return self.classifier[-1].out_features
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.features(x)
+        x = run_sequential(self.features, x)  # == self.features(x); SE + max-pool paired in inference
         x = self.avgpool(x)
         x = torch.flatten(x, 1)
         return self.classifier(x)
