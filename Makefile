@@ -21,6 +21,11 @@ run: $(STAMP)
 test: $(STAMP)
 	QT_QPA_PLATFORM=offscreen $(BIN)/python -m pytest -q
 
+# Full benchmarks (~1 h on 2 cores, each waits for a quiet machine); results in benchmarks/results/.
+bench: $(STAMP)
+	$(BIN)/pip install -e ".[bench]"
+	$(BIN)/python benchmarks/run_all.py
+
 lint: $(STAMP)
 	$(BIN)/ruff check sevgg_gui tests benchmarks
 	$(BIN)/ruff format --check sevgg_gui tests benchmarks
