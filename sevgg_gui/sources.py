@@ -495,6 +495,12 @@ def _accepted(cls: type, kw: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in kw.items() if k in params}
 
 
+def is_camera_spec(spec: str | os.PathLike[str]) -> bool:
+    """``"camera"`` / ``"camera:N"`` (or ``cam``): opening one can take seconds, so the app opens it
+    off the UI thread."""
+    return _CAMERA_SPEC.match(os.fspath(spec).strip()) is not None
+
+
 def open_source(spec: str | os.PathLike[str], **kw: Any) -> FrameSource:
     """Open whatever ``spec`` names: ``"camera"``/``"camera:N"``, a folder, an image, or a video.
 
@@ -563,6 +569,7 @@ def list_cameras(
 
 __all__ = [
     "VIDEO_SUFFIXES",
+    "is_camera_spec",
     "CameraSource",
     "Capture",
     "FolderSource",

@@ -17,6 +17,7 @@ def run_headless(app, win, source: str | None, args) -> int:
     worker.inferenceFailed.connect(run.on_inference_failed, queued)
     win.resultDrawn.connect(run.on_drawn)
     win.sourceError.connect(run.fail, queued)
+    win.sourceFailed.connect(run.fail, queued)  # e.g. a camera that could not be opened
     if not source:
         run.fail("no source given and no bundled samples found")
         return 2

@@ -7,6 +7,8 @@ a slow model drops frames instead of freezing the window.
 
 from __future__ import annotations
 
+import contextlib
+import threading
 import time
 from pathlib import Path
 
@@ -29,7 +31,7 @@ from PySide6.QtWidgets import (
 )
 
 from ..pipeline import LatestSlot, SourcePump
-from ..sources import Frame, SourceError, open_source
+from ..sources import Frame, FrameSource, SourceError, is_camera_spec, open_source
 from .widgets.channel_view import ChannelView
 from .widgets.charts_panel import ChartOptions, ChartsPanel
 from .widgets.input_view import InputView
@@ -101,6 +103,9 @@ class MainWindow(QMainWindow):
     resultDrawn = Signal(int)  # number of results drawn so far (tests, headless mode)
     sourceError = Signal(str)  # from the pump thread, delivered queued
     sourceEnded = Signal()
+    sourceFailed = Signal(str)  # a source could not be opened (also cameras opened in the background)
+    _sourceOpened = Signal(int, object)  # (request number, (spec, options, source or error line))
+    _camerasListed = Signal(object)  # camera indices found by the background probe
 
     def __init__(
         self,
@@ -153,6 +158,9 @@ class MainWindow(QMainWindow):
         w.modelFailed.connect(self._on_model_failed, queued)
         w.inferenceFailed.connect(self._on_inference_failed, queued)
         self.sourceError.connect(self._on_source_error, queued)
+        self._sourceOpened.connect(self._on_source_opened, queued)
+        self._camerasListed.connect(self._on_cameras_listed, queued)
+        self._open_request = 0  # the newest open request; late camera opens of older ones are dropped
         self.sourceEnded.connect(self._on_source_ended, queued)
         if load_model:
             self.load_model(checkpoint)
@@ -449,12 +457,58 @@ class MainWindow(QMainWindow):
 
     # ================================================================== sources
     def open_source(self, spec: str, **options) -> bool:
-        """Open a camera/video/image/folder; on failure show one line and keep the current source."""
+        """Open a camera/video/image/folder; on failure show one line and keep the current source.
+
+        Cameras open on a background thread (``cv2.VideoCapture`` can block for seconds): then the
+        return value only says the request was made, and a failure arrives as a banner later."""
+        self._open_request += 1
+        if is_camera_spec(spec):
+            self._open_in_background(self._open_request, spec, options)
+            return True
         try:
             source = open_source(spec, **options)
         except SourceError as exc:
             self.show_error(str(exc))
+            self.sourceFailed.emit(str(exc))
             return False
+        self._install_source(source, spec, options)
+        return True
+
+    def _open_in_background(self, request: int, spec: str, options: dict) -> None:
+        self.statusBar().showMessage(f"Opening {spec}…")
+
+        def work() -> None:
+            try:
+                result: FrameSource | str = open_source(spec, **options)
+            except SourceError as exc:
+                result = str(exc)
+            except Exception as exc:  # a driver error must not kill the thread silently
+                result = f"{spec}: {type(exc).__name__}: {exc}".splitlines()[0]
+            try:
+                self._sourceOpened.emit(request, (spec, options, result))
+            except RuntimeError:  # the window is gone
+                if isinstance(result, FrameSource):
+                    result.close()
+
+        threading.Thread(target=work, name="open-source", daemon=True).start()
+
+    @Slot(int, object)
+    def _on_source_opened(self, request: int, payload: tuple) -> None:
+        spec, options, result = payload
+        if request != self._open_request:  # something else was opened meanwhile
+            if isinstance(result, FrameSource):
+                result.close()
+            return
+        if isinstance(result, str):
+            self.statusBar().clearMessage()
+            self.error_banner.show_text(result, ("Retry camera", lambda: self.open_source(spec, **options)))
+            self._error_timer.stop()
+            self.sourceFailed.emit(result)
+            return
+        self.statusBar().showMessage(f"Opened {result.name}", 3000)
+        self._install_source(result, spec, options)
+
+    def _install_source(self, source: FrameSource, spec: str, options: dict) -> None:
         self._stop_pump()
         self.source_spec = spec
         self._source_options = options
@@ -473,7 +527,6 @@ class MainWindow(QMainWindow):
         self.error_banner.hide()
         if not source.is_live:
             self.settings.setValue("last_source", spec)
-        return True
 
     def _stop_pump(self) -> None:
         if self.pump is not None:
@@ -504,12 +557,30 @@ class MainWindow(QMainWindow):
         self.open_source(f"camera:{index}", width=w or None, height=h or None)
 
     def choose_camera(self) -> None:
+        """Probe the cameras on a background thread (seconds per index on some drivers), then ask."""
         from ..sources import list_cameras
+
+        self.statusBar().showMessage("Looking for cameras…")
+
+        def work() -> None:
+            try:
+                found: list[int] = list_cameras()
+            except Exception:
+                found = []
+            with contextlib.suppress(RuntimeError):  # the window is gone
+                self._camerasListed.emit(found)
+
+        threading.Thread(target=work, name="list-cameras", daemon=True).start()
+
+    @Slot(object)
+    def _on_cameras_listed(self, cameras: list[int]) -> None:
         from .camera_dialog import CameraDialog
 
-        dialog = CameraDialog(self.settings, list_cameras(), self)
-        if dialog.exec():
-            self.open_camera()
+        self.statusBar().clearMessage()
+        dialog = CameraDialog(self.settings, cameras, self)
+        dialog.accepted.connect(self.open_camera)
+        dialog.open()  # window-modal, without a nested event loop
+        self.camera_dialog = dialog
 
     def push_frame(self, rgb: np.ndarray, origin: str) -> None:
         """Classify one still image that did not come from a source (clipboard)."""
@@ -888,6 +959,7 @@ class MainWindow(QMainWindow):
         self.about_box = box
 
     def closeEvent(self, event) -> None:  # noqa: N802
+        self._open_request += 1  # a camera still opening is closed when it arrives
         self.save_settings()
         self._stop_pump()
         self.worker_thread.close()

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from PySide6.QtCore import QMimeData, QPointF, Qt, QTimer, QUrl
 from PySide6.QtGui import QDropEvent
+from PySide6.QtWidgets import QLabel
 
 from sevgg_gui.models.vgg import VGG16_SE
 from sevgg_gui.recorder import ExcitationRecorder
@@ -215,7 +216,7 @@ def test_camera_that_vanishes_shows_a_message_and_retry_works(qtbot, window, vid
     )
     drawn = window.frames_drawn
     window.error_banner.buttons[0].click()
-    assert len(opened) == 2
+    qtbot.waitUntil(lambda: len(opened) == 2, timeout=10_000)  # cameras open on a background thread
     qtbot.waitUntil(lambda: window.frames_drawn > drawn, timeout=30_000)  # frames flow again after retry
 
 
@@ -344,3 +345,63 @@ def test_cost_table_arrives_after_the_first_frame(qtbot, window, small_model):
     assert "features.4" in window.model_info.cost_table
     assert "features.4" in window.model_panel.toPlainText()
     assert window.worker_thread.worker.idle
+
+
+def test_a_slow_camera_opens_in_the_background(qtbot, window, video_file):
+    """cv2.VideoCapture can block for seconds: open_source returns at once, the UI keeps running, a
+    late camera superseded by another source is closed, and a camera that fails shows Retry."""
+    import threading
+
+    import cv2
+
+    release = threading.Event()
+    opened: list = []
+
+    def slow(index: int):
+        release.wait(10)
+        cap = cv2.VideoCapture(str(video_file))
+        opened.append(cap)
+        return cap
+
+    t0 = time.perf_counter()
+    assert window.open_source("camera:1", capture_factory=slow)
+    assert time.perf_counter() - t0 < 0.5
+    ticks: list[int] = []
+    timer = QTimer(window, interval=10)
+    timer.timeout.connect(lambda: ticks.append(1))
+    timer.start()
+    qtbot.wait(300)
+    timer.stop()
+    assert len(ticks) >= 10  # the event loop ran while the camera was opening
+    release.set()
+    qtbot.waitUntil(lambda: window.source_spec == "camera:1", timeout=10_000)
+    drawn = window.frames_drawn
+    qtbot.waitUntil(lambda: window.frames_drawn > drawn, timeout=30_000)
+
+    # Superseded: a camera still opening when an image is opened is dropped (and released).
+    release.clear()
+    window.open_source("camera:2", capture_factory=slow)
+    window.open_source(str(SAMPLES / "coffee.png"))
+    release.set()
+    qtbot.waitUntil(lambda: len(opened) == 2, timeout=10_000)
+    qtbot.wait(200)
+    assert window.source_spec.endswith("coffee.png")
+    qtbot.waitUntil(lambda: not opened[1].isOpened(), timeout=5_000)
+
+    # A camera that cannot be opened: one line, a Retry button, the image source kept.
+    failures: list[str] = []
+    window.sourceFailed.connect(failures.append)
+    window.open_source("camera:3", capture_factory=lambda i: cv2.VideoCapture(str(video_file) + ".missing"))
+    qtbot.waitUntil(lambda: bool(failures), timeout=10_000)
+    assert "camera 3" in failures[0] and "\n" not in failures[0]
+    assert window.error_banner.isVisible() and window.error_banner.buttons[0].text() == "Retry camera"
+    assert window.source_spec.endswith("coffee.png")
+
+
+def test_choose_camera_probes_in_the_background_then_asks(qtbot, window):
+    window.choose_camera()
+    qtbot.waitUntil(lambda: getattr(window, "camera_dialog", None) is not None, timeout=10_000)
+    dialog = window.camera_dialog
+    assert dialog.isVisible()
+    assert "Detected:" in "".join(w.text() for w in dialog.findChildren(QLabel))
+    dialog.reject()
