@@ -217,3 +217,41 @@ def test_cli_prune_with_finetune_then_eval(
     assert ev["top1"] == pytest.approx(d["finetuned"]["top1"])  # same images, same model
     assert main(["prune", "-c", str(trained), "--out", str(out), "--criterion", "excitation"]) == 1
     assert "needs --data" in capsys.readouterr().err
+
+
+def test_global_allocation_gives_non_uniform_widths_and_spends_the_budget() -> None:
+    """One ranking across layers (each conv's scores divided by its largest): a conv full of weak
+    channels loses many, one whose channels score alike keeps them, the total is floor(ratio * all)."""
+    model = _model("vgg16_se")
+    _cfg, sites = vgg_layout(model)
+    total = sum(s.channels for s in sites)
+    scores = {s.index: torch.ones(s.channels, dtype=torch.float64) for s in sites}
+    weak, flat = sites[3], sites[7]
+    scores[weak.index] = torch.linspace(0.01, 1.0, weak.channels, dtype=torch.float64)  # many weak
+    keep = plan_pruning(model, 0.25, scores, allocation="global", min_keep=0.25)
+    dropped = {s.index: s.channels - len(keep[s.index]) for s in sites}
+    assert sum(dropped.values()) == int(0.25 * total)
+    assert dropped[weak.index] == weak.channels - int(torch.ceil(torch.tensor(0.25 * weak.channels)))
+    assert keep[weak.index].tolist() == list(range(weak.channels - len(keep[weak.index]), weak.channels))
+    assert len(set(dropped.values())) > 1  # not uniform
+    assert dropped[flat.index] <= int(0.25 * flat.channels) + 1
+    # The non-uniform model is a real, smaller VGG16-SE that runs.
+    pruned = prune_model(model, keep)
+    with torch.no_grad():
+        assert pruned(_x()).shape == (4, 10)
+    assert count_params(pruned) < count_params(model)
+
+
+def test_global_allocation_respects_min_keep_and_scope() -> None:
+    model = _model("vgg16_se")
+    _cfg, sites = vgg_layout(model)
+    scores = {s.index: torch.full((s.channels,), 1.0, dtype=torch.float64) for s in sites}
+    first = sites[0]
+    scores[first.index] = torch.full((first.channels,), 1e-6, dtype=torch.float64)
+    scores[first.index][0] = 1.0  # normalised: one strong channel, the rest almost nothing
+    keep = plan_pruning(model, 0.5, scores, allocation="global", min_keep=0.5)
+    assert all(len(keep[s.index]) >= -(-s.channels // 2) for s in sites)
+    keep_se = plan_pruning(model, 0.5, scores, scope="se", allocation="global")
+    assert all(len(keep_se[s.index]) == s.channels for s in sites if s.se is None)
+    with pytest.raises(ValueError, match="allocation"):
+        plan_pruning(model, 0.5, scores, allocation="random")

@@ -21,6 +21,7 @@ little) and falls back to L1 for convs inside a block, which no gate watches.
 from __future__ import annotations
 
 import json
+import math
 import os
 import statistics
 import time
@@ -36,6 +37,7 @@ from ..models.se import SEBlock
 
 Log = Callable[[str], None]
 CRITERIA: tuple[str, ...] = ("l1", "excitation")
+ALLOCATIONS: tuple[str, ...] = ("uniform", "global")
 
 
 class PruneError(ValueError):
@@ -144,25 +146,70 @@ def plan_pruning(
     scores: Mapping[int, torch.Tensor] | None = None,
     *,
     scope: str = "all",
+    allocation: str = "uniform",
+    min_keep: float = 0.1,
 ) -> dict[int, torch.Tensor]:
-    """Channels to keep per conv: the ``floor(ratio * C)`` lowest-scoring go (ties: lower index first),
-    at least one stays. ``scope``: ``all`` convs, or ``se``: only those an SE block gates."""
+    """Channels to keep per conv (ties: lower index first, at least one channel stays).
+
+    ``allocation="uniform"``: every conv in scope loses ``floor(ratio * C)`` of its lowest-scoring
+    channels. ``"global"``: ``floor(ratio * total)`` channels go across all convs in scope, the
+    lowest after dividing each conv's scores by that conv's largest, so layers whose channels score
+    alike keep more and layers with many weak channels lose more (non-uniform widths); every conv
+    keeps at least ``ceil(min_keep * C)``. ``scope``: ``all`` convs, or ``se``: only SE-gated ones.
+    """
     if not 0.0 <= ratio < 1.0:
         raise ValueError(f"ratio must be in [0, 1), got {ratio}")
     if scope not in ("all", "se"):
         raise ValueError(f"scope must be 'all' or 'se', got {scope!r}")
+    if allocation not in ALLOCATIONS:
+        raise ValueError(f"allocation must be one of {', '.join(ALLOCATIONS)}, got {allocation!r}")
+    if not 0.0 < min_keep <= 1.0:
+        raise ValueError(f"min_keep must be in (0, 1], got {min_keep}")
     _cfg, sites = vgg_layout(model)
     scores = dict(scores) if scores is not None else l1_scores(model)
+    for s in sites:
+        if scores[s.index].numel() != s.channels:
+            raise PruneError(
+                f"features.{s.index}: {scores[s.index].numel()} scores for {s.channels} channels"
+            )
+    in_scope = [s for s in sites if scope == "all" or s.se is not None]
+    if allocation == "uniform":
+        drops = {s.index: int(ratio * s.channels) for s in in_scope}
+    else:
+        drops = _global_drops(in_scope, scores, ratio, min_keep)
     keep: dict[int, torch.Tensor] = {}
     for s in sites:
-        n_drop = int(ratio * s.channels) if (scope == "all" or s.se is not None) else 0
-        n_drop = min(n_drop, s.channels - 1)
-        sc = scores[s.index]
-        if sc.numel() != s.channels:
-            raise PruneError(f"features.{s.index}: {sc.numel()} scores for {s.channels} channels")
-        order = torch.argsort(sc, stable=True)
+        n_drop = min(drops.get(s.index, 0), s.channels - 1)
+        order = torch.argsort(scores[s.index], stable=True)
         keep[s.index] = torch.sort(order[n_drop:]).values
     return keep
+
+
+def _global_drops(
+    sites: Sequence[ConvSite], scores: Mapping[int, torch.Tensor], ratio: float, min_keep: float
+) -> dict[int, int]:
+    """How many channels each conv loses when the ``floor(ratio * total)`` globally weakest go."""
+    budget = int(ratio * sum(s.channels for s in sites))
+    floor_keep = {s.index: max(1, math.ceil(min_keep * s.channels)) for s in sites}
+    # (normalised score, share of its conv below it, site position): equal scores are taken from
+    # every conv in proportion to its width, not from the first conv until it hits its floor.
+    entries: list[tuple[float, float, int]] = []
+    for pos, s in enumerate(sites):
+        sc = scores[s.index].double()
+        top = float(sc.max()) if sc.numel() else 0.0
+        norm = sc / top if top > 0 else torch.zeros_like(sc)
+        for rank, v in enumerate(torch.sort(norm, stable=True).values.tolist()):
+            entries.append((v, rank / s.channels, pos))
+    entries.sort()
+    drops = {s.index: 0 for s in sites}
+    for _v, _share, pos in entries:
+        if budget == 0:
+            break
+        s = sites[pos]
+        if s.channels - drops[s.index] > floor_keep[s.index]:  # a conv's weakest go first, in order
+            drops[s.index] += 1
+            budget -= 1
+    return drops
 
 
 # ----------------------------------------------------------------------------------- surgery
@@ -305,6 +352,7 @@ class PruneConfig:
     ratio: float = 0.25
     criterion: str = "l1"
     scope: str = "all"
+    allocation: str = "uniform"  # or "global": non-uniform widths from one ranking across layers
     data: str | None = None  # for accuracy, the excitation criterion and fine-tuning
     split: str = "test"  # where accuracy is measured
     limit: int | None = 1000  # evaluation images (class-balanced)
@@ -334,6 +382,7 @@ class PruneReport:
     finetune_history: list[dict[str, Any]] = field(default_factory=list)
     eval_split: str | None = None
     eval_images: int = 0
+    allocation: str = "uniform"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -345,7 +394,7 @@ class PruneReport:
         acc = f" on {self.eval_images} {self.eval_split} images" if self.eval_images else ""
         lines = [
             f"{self.checkpoint} -> {self.out}: ratio {self.ratio:g}, criterion {self.criterion}, "
-            f"scope {self.scope}, {self.input_size}px{acc}",
+            f"scope {self.scope}, {self.allocation} allocation, {self.input_size}px{acc}",
             f"{'':<22}{'params':>13}{'MACs':>15}{'CPU ms (b=1)':>14}{'top-1':>9}{'top-5':>9}",
         ]
         for name, s in rows:
@@ -411,7 +460,7 @@ def prune_checkpoint(cfg: PruneConfig, *, log: Log = print) -> PruneReport:
         scores = excitation_scores(model, gates)
     else:
         scores = l1_scores(model)
-    keep = plan_pruning(model, cfg.ratio, scores, scope=cfg.scope)
+    keep = plan_pruning(model, cfg.ratio, scores, scope=cfg.scope, allocation=cfg.allocation)
     pruned = prune_model(model, keep)
     after = model_stats(pruned, size, runs=cfg.latency_runs, eval_fn=eval_fn)
     log(f"pruned {before.params:,} -> {after.params:,} parameters")
@@ -460,6 +509,7 @@ def prune_checkpoint(cfg: PruneConfig, *, log: Log = print) -> PruneReport:
                 "ratio": float(cfg.ratio),
                 "criterion": cfg.criterion,
                 "scope": cfg.scope,
+                "allocation": cfg.allocation,
                 "params_before": before.params,
                 "finetune_epochs": int(cfg.finetune_epochs),
             },
@@ -492,6 +542,7 @@ def prune_checkpoint(cfg: PruneConfig, *, log: Log = print) -> PruneReport:
         finetune_history=history,
         eval_split=cfg.split if cfg.data else None,
         eval_images=n_eval,
+        allocation=cfg.allocation,
     )
 
 
