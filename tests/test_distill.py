@@ -1,9 +1,12 @@
 """``sevgg distill``: the loss against a hand computation, and a slim student distilled on real
-Fashion-MNIST images from a briefly trained teacher (its loss falls, its checkpoint reloads)."""
+Fashion-MNIST images from a briefly trained teacher (its loss falls, its checkpoint reloads); a stopped
+run resumed with ``--resume`` ends with the uninterrupted run's weights, bit for bit."""
 
 from __future__ import annotations
 
 import math
+import signal
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +15,7 @@ import torch
 
 from sevgg_gui.analysis import count_params
 from sevgg_gui.cli import main
-from sevgg_gui.deploy.distill import DistillConfig, distill, distillation_loss
+from sevgg_gui.deploy.distill import DistillConfig, StopRequest, distill, distillation_loss
 from sevgg_gui.training.models import load_trained
 from sevgg_gui.training.train import TrainConfig, train
 
@@ -129,3 +132,104 @@ def test_cli_distill_into_vgg11_se_and_from_a_pruned_model(
     s_model, s_meta = load_trained(out2)
     assert s_meta["cfg"] == load_trained(pruned)[1]["cfg"] and count_params(s_model) == count_params(p_model)
     assert s_meta["alpha"] == 0.9
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+def _same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_resume_reproduces_the_uninterrupted_student(
+    teacher: Path, fmnist: str, cache: str, tmp_path: Path
+) -> None:
+    """Two epochs straight vs stopped (after epoch 1, and mid-epoch 2) then resumed: the same weights.
+    Dropout and random crops/flips draw from the global RNG, so its states must travel too."""
+    base = DistillConfig(
+        teacher=str(teacher), data=fmnist, out=str(tmp_path / "straight.pth"), student_width=0.0625,
+        epochs=2, limit=128, val_limit=50, batch_size=32, lr=1e-3, dropout=0.5, augment="light",
+        cache_dir=cache, device="cpu",
+    )  # fmt: skip
+    straight = distill(base, log=_quiet)
+    assert not straight.interrupted and len(straight.history) == 2
+    want = straight.model.state_dict()
+    stopped: dict[int, dict] = {}
+    for steps in (4, 6):  # 4 steps per epoch: at the epoch boundary, then in the middle of epoch 2
+        out = tmp_path / f"stopped{steps}.pth"
+        first = distill(replace(base, out=str(out)), log=_quiet, stop=StopRequest(after_steps=steps))
+        assert first.interrupted and len(first.history) == 1
+        payload = stopped[steps] = torch.load(out, weights_only=True)
+        assert payload["epoch"] == 1 and payload["step_in_epoch"] == steps - 4 and payload["interrupted"]
+        assert not _same_weights(payload["state_dict"], want)
+        lines: list[str] = []
+        # Only the checkpoint and the device: everything else comes from the saved configuration.
+        rest = distill(
+            DistillConfig(teacher="", data="", resume=str(out), device="cpu"),
+            log=lines.append,
+            explicit={"device"},
+        )
+        assert any(f"resumed from {out}" in line for line in lines)
+        assert not rest.interrupted
+        assert [r["train_loss"] for r in rest.history] == [r["train_loss"] for r in straight.history]
+        assert _same_weights(load_trained(out)[0].state_dict(), want)
+
+    # The check has teeth: the same mid-epoch resume with another torch RNG state ends elsewhere.
+    mid = stopped[6]
+    mid["rng"]["torch"] = torch.Generator().manual_seed(123).get_state()
+    torch.save(mid, tmp_path / "tampered.pth")
+    distill(
+        DistillConfig(teacher="", data="", resume=str(tmp_path / "tampered.pth")), log=_quiet, explicit=()
+    )
+    assert not _same_weights(load_trained(tmp_path / "tampered.pth")[0].state_dict(), want)
+
+
+def test_ctrl_c_saves_a_resumable_checkpoint(teacher: Path, fmnist: str, cache: str, tmp_path: Path) -> None:
+    """A real SIGINT during epoch 1 of 2: the epoch finishes, is saved, the run returns; --resume ends it."""
+    out = tmp_path / "s.pth"
+    cfg = DistillConfig(
+        teacher=str(teacher), data=fmnist, out=str(out), student_width=0.0625, epochs=2, limit=64,
+        val_limit=32, batch_size=32, augment="none", cache_dir=cache, device="cpu",
+    )  # fmt: skip
+    handler = signal.getsignal(signal.SIGINT)
+
+    def log(line: str) -> None:
+        if line.startswith("epoch 1/2"):
+            signal.raise_signal(signal.SIGINT)  # what Ctrl-C sends
+
+    result = distill(cfg, log=log)
+    assert result.interrupted and len(result.history) == 1
+    assert signal.getsignal(signal.SIGINT) is handler  # restored
+    assert load_trained(out)[1]["epochs_trained"] == 1
+    assert main(["distill", "--resume", str(out), "--device", "cpu"]) == 0
+    _, meta = load_trained(out)
+    assert meta["epochs_trained"] == 2
+
+
+def test_cli_distill_resume_extends_and_refuses_bad_files(
+    teacher: Path, fmnist: str, cache: str, tmp_path: Path, capsys, is_one_line
+) -> None:
+    out = tmp_path / "s.pth"
+    args = ["distill", "--teacher", str(teacher), "--data", fmnist, "--out", str(out), "--epochs", "1",
+            "--limit", "64", "--val-limit", "32", "--batch-size", "32", "--student-width", "0.0625",
+            "--cache-dir", cache, "--device", "cpu"]  # fmt: skip
+    assert main(args) == 0
+    capsys.readouterr()
+    # One more epoch: only --epochs is given; the rest (width, limits, ...) is the saved run's.
+    assert main(["distill", "--resume", str(out), "--epochs", "2", "--device", "cpu"]) == 0
+    text = capsys.readouterr().out
+    assert "continuing at epoch 2 of 2" in text and "wrote" in text
+    _, meta = load_trained(out)
+    assert meta["epochs_trained"] == 2 and meta["width"] == 0.0625
+    assert torch.load(out, weights_only=True)["distill_config"]["limit"] == 64
+
+    for argv, message in [
+        (["--resume", str(tmp_path / "missing.pth")], "no such checkpoint"),
+        (["--resume", str(teacher)], "not a sevgg distill checkpoint"),
+    ]:
+        assert main(["distill", *argv]) == 1
+        err = capsys.readouterr().err.strip()
+        assert message in err and is_one_line(err), err
+    assert main(["distill", "--data", fmnist]) == 2
+    assert "--teacher and --data are required" in capsys.readouterr().err
