@@ -217,9 +217,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from .deploy.onnx_export import export_checkpoint
+    """``--checkpoint`` takes any model spec ``load_model`` does: a checkpoint file, a torchvision SE
+    state dict, ``pretrained:<name>`` or ``vgg16:<attention>``."""
+    from .deploy.onnx_export import export_spec
 
-    report = export_checkpoint(
+    report = export_spec(
         args.checkpoint,
         args.onnx,
         with_excitations=args.with_excitations,
@@ -227,10 +229,19 @@ def cmd_export(args: argparse.Namespace) -> int:
         input_size=args.input_size,
         check=not args.no_check,
     )
+    for warning in report.warnings:
+        _err(f"warning: {warning}")
     print(f"wrote {report.path} (opset {report.opset}; outputs {', '.join(report.output_names)})")
+    if report.excitations:
+        print(
+            "excitation outputs: " + ", ".join(f"{o.name}={o.block} ({o.kind})" for o in report.excitations)
+        )
     if report.max_abs_diff:
-        sizes = sorted({k.split("@")[1] for k in report.max_abs_diff})
-        print(f"onnxruntime vs PyTorch at {', '.join(sizes)}: max abs diff {report.worst:.3g}")
+        shapes = ", ".join(s.replace("x", "x3x", 1) for s in report.checked_shapes)
+        print(
+            f"onnxruntime vs PyTorch at {shapes}: max abs diff {report.worst:.3g} "
+            f"({report.worst_relative:.3g} relative to the largest output)"
+        )
     return 0
 
 
