@@ -143,9 +143,10 @@ def load_pretrained(
         arch, sd, provenance = _check_arch(name), None, "random initialisation"
     elif enum_member is not None:
         arch = name  # type: ignore[assignment]
+        hint = f"open a local state-dict file of {name} as a checkpoint (it is recognised)"
         if not allow_download and not cached_weights_path(enum_member).exists():
-            raise RuntimeError(f"{enum_member} is not cached at {cached_weights_path(enum_member)}")
-        sd, provenance = load_torchvision_weights(enum_member), f"torchvision {enum_member}"
+            raise RuntimeError(f"{enum_member} is not cached at {cached_weights_path(enum_member)}; {hint}")
+        sd, provenance = load_torchvision_weights(enum_member, hint=hint), f"torchvision {enum_member}"
     else:
         if name is not None:
             _check_arch(name)

@@ -218,10 +218,13 @@ def cached_weights_path(weights: Any) -> Path:
     return Path(get_dir()) / "checkpoints" / Path(weights.url).name
 
 
-def load_torchvision_weights(weights: Any, progress: bool = True) -> dict[str, torch.Tensor]:
+def load_torchvision_weights(
+    weights: Any, progress: bool = True, *, hint: str = "pass a local VGG16 .pth file"
+) -> dict[str, torch.Tensor]:
     """Load a torchvision weights enum from the hub cache, downloading it if absent.
 
-    Offline with no cached copy this raises one line that says where the file is expected.
+    Offline with no cached copy this raises one line that says where the file is expected and
+    ``hint``, what else the user can do.
     """
     path = cached_weights_path(weights)
     if path.exists():
@@ -232,7 +235,7 @@ def load_torchvision_weights(weights: Any, progress: bool = True) -> dict[str, t
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise RuntimeError(
             f"{weights} is not cached at {path} and could not be downloaded ({reason}); "
-            "connect to the internet once or pass a local VGG16 .pth file"
+            f"connect to the internet once or {hint}"
         ) from None
 
 

@@ -133,7 +133,8 @@ def add_export_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--with-excitations",
         action="store_true",
-        help="add the SE gates as outputs se1..se5 (B, C) beside the logits",
+        help="add every attention block's output beside the logits: se1..se5 (B, C) for VGG16-SE, "
+        "gate<i> (B, C) / map<i> (B, 1, H, W) for other attention (names and blocks in the ONNX metadata)",
     )
     p.add_argument("--opset", type=int, default=17, help="ONNX opset, 17 or newer (default 17)")
     p.add_argument("--input-size", type=int, help="trace size (default: the checkpoint's input size)")
