@@ -281,6 +281,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
         ratio=args.ratio,
         criterion=args.criterion,
         scope=args.scope,
+        allocation=args.allocation,
         data=args.data,
         split=args.split,
         limit=args.limit,
@@ -417,6 +418,13 @@ def _add_analysis_parsers(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--scope", choices=["all", "se"], default="all", help="prune all convs or only SE-gated ones"
+    )
+    p.add_argument(
+        "--allocation",
+        choices=["uniform", "global"],
+        default="uniform",
+        help="uniform: RATIO of every conv; global: RATIO of all channels, the weakest across layers "
+        "(scores normalised per conv), so widths become non-uniform",
     )
     p.add_argument("--data", help="KIND:PATH: accuracy before/after, excitation criterion, fine-tuning")
     p.add_argument("--split", choices=["test", "val", "train"], default="test", help="accuracy split")

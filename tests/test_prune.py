@@ -255,3 +255,23 @@ def test_global_allocation_respects_min_keep_and_scope() -> None:
     assert all(len(keep_se[s.index]) == s.channels for s in sites if s.se is None)
     with pytest.raises(ValueError, match="allocation"):
         plan_pruning(model, 0.5, scores, allocation="random")
+
+
+def test_cli_global_allocation_writes_a_loadable_non_uniform_model(
+    trained: Path, fmnist: str, cache: str, tmp_path: Path, capsys
+) -> None:
+    out, rep = tmp_path / "g.pth", tmp_path / "g.json"
+    rc = main(["prune", "-c", str(trained), "--out", str(out), "--ratio", "0.4", "--allocation", "global",
+               "--data", fmnist, "--limit", "100", "--latency-runs", "2", "--json-out", str(rep),
+               "--cache-dir", cache, "--device", "cpu"])  # fmt: skip
+    assert rc == 0
+    assert "global allocation" in capsys.readouterr().out
+    d = json.loads(rep.read_text())
+    assert d["allocation"] == "global" and d["after"]["params"] < d["before"]["params"]
+    model, meta = load_trained(out)
+    assert meta["pruned"]["allocation"] == "global"
+    before = [c for c in d["before"]["widths"] if isinstance(c, int)]
+    after = [c for c in vgg_layout(model)[0] if isinstance(c, int)]
+    kept = {round(a / b, 2) for a, b in zip(after, before, strict=True)}
+    assert len(kept) > 1  # layers kept different fractions
+    assert sum(after) == sum(before) - int(0.4 * sum(before))
