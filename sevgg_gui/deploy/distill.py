@@ -22,8 +22,6 @@ keeping the weights (that epoch then restarts on resume).
 from __future__ import annotations
 
 import os
-import signal
-import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -106,25 +104,13 @@ class StopRequest:
     @contextmanager
     def on_signals(self, log: Log = print) -> Iterator[StopRequest]:
         """First Ctrl-C / SIGTERM: request a stop; second Ctrl-C: KeyboardInterrupt now (main thread only)."""
-        if threading.current_thread() is not threading.main_thread():
-            yield self
-            return
-        previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+        from ..training.stop import install_stop_handlers
 
-        def handler(signum: int, frame: Any) -> None:
-            if self.requested and signum == signal.SIGINT:
-                signal.signal(signal.SIGINT, signal.default_int_handler)
-                raise KeyboardInterrupt
-            self.requested = True
-            log("stop requested: finishing this step, then saving (Ctrl-C again to abort)")
-
-        for s in previous:
-            signal.signal(s, handler)
+        restore = install_stop_handlers(lambda: self.requested, lambda: setattr(self, "requested", True), log)
         try:
             yield self
         finally:
-            for s, h in previous.items():
-                signal.signal(s, h)
+            restore()
 
 
 class _Skip(Sampler):

@@ -18,9 +18,7 @@ import csv
 import math
 import os
 import random
-import signal
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import nullcontext
@@ -37,6 +35,7 @@ from . import distributed as D
 from .data import MEAN, STD, DataError, Datasets, load_datasets, resize_for
 from .evaluate import EvalSums, accumulate
 from .models import ARCHS, apply_stage, build_model, model_metadata, param_groups
+from .stop import install_stop_handlers
 
 Log = Callable[[str], None]
 
@@ -637,25 +636,7 @@ class Trainer:
 
     def _install_signal_handlers(self) -> Callable[[], None]:
         """First Ctrl-C / SIGTERM: stop at the next optimizer step and save; second Ctrl-C: abort now."""
-        if threading.current_thread() is not threading.main_thread():
-            return lambda: None
-        previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-
-        def handler(signum: int, frame: Any) -> None:
-            if self.stop_requested and signum == signal.SIGINT:
-                signal.signal(signal.SIGINT, signal.default_int_handler)
-                raise KeyboardInterrupt
-            self.stop_requested = True
-            self.log("stop requested: finishing this step, then saving (Ctrl-C again to abort)")
-
-        for s in previous:
-            signal.signal(s, handler)
-
-        def restore() -> None:
-            for s, h in previous.items():
-                signal.signal(s, h)
-
-        return restore
+        return install_stop_handlers(lambda: self.stop_requested, self.request_stop, self.log)
 
 
 def load_training_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
