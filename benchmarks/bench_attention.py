@@ -52,8 +52,8 @@ def main() -> int:
         models = {baseline[0]: baseline[1].eval(), **{k: m.eval() for k, m in others.items()}}
         impls = {name: (lambda m=m: m(x)) for name, m in models.items()}
         with torch.inference_mode():
-            rounds = args.rounds or (1 if quick else 7)
-            t = interleave(impls, rounds=rounds, reps=1)
+            rounds = args.rounds or (1 if quick else 15)
+            t = interleave(impls, rounds=rounds, reps=1 if quick else 2)
         base_p, base_m = count_params(baseline[1]), macs(baseline[1])
         rows = []
         for name, m in models.items():
