@@ -144,6 +144,15 @@ def unwrap_state_dict(obj: Any) -> tuple[dict[str, torch.Tensor], dict[str, Any]
     return sd, meta, notes
 
 
+def load_payload(path: str | os.PathLike[str]) -> Any:
+    """A whole checkpoint payload (a resumable train/distill file: weights, optimizer, RNG...), loaded
+    with ``weights_only=True``; a missing, corrupt or pickled-code file gives one CheckpointError line."""
+    p = Path(path)
+    if not p.is_file():
+        raise CheckpointError(f"{p}: no such checkpoint")
+    return _torch_load(p)
+
+
 def read_state_dict(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any], list[str]]:
     """Read any supported file into (state_dict, metadata, notes); raises CheckpointError."""
     path = Path(path)

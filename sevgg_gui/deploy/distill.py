@@ -347,16 +347,10 @@ class DistillResult:
 
 def load_distill_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     """The full payload of a ``sevgg distill`` checkpoint that can be resumed (``weights_only`` load)."""
-    from ..checkpoints import CheckpointError, read_state_dict
+    from ..checkpoints import CheckpointError, load_payload
 
     p = Path(path)
-    if not p.is_file():
-        raise CheckpointError(f"{p}: no such checkpoint")
-    try:
-        payload = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception:
-        read_state_dict(p)  # raises the core's one-line explanation
-        raise
+    payload = load_payload(p)
     if not isinstance(payload, dict) or "distill_config" not in payload:
         raise CheckpointError(
             f"{p.name}: not a sevgg distill checkpoint (use --student-init for its weights)"

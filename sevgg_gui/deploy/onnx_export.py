@@ -402,7 +402,18 @@ def export_checkpoint(
     check: bool = True,
 ) -> ExportReport:
     """Export a checkpoint at the input size stored in it, class names in the ONNX metadata."""
-    model, size, extra = _open_trained(checkpoint)
+    return _export_trained(_open_trained(checkpoint), out, with_excitations, opset, input_size, check)
+
+
+def _export_trained(
+    opened: tuple[nn.Module, int | None, dict[str, Any]],
+    out: str | os.PathLike[str],
+    with_excitations: bool,
+    opset: int,
+    input_size: int | None,
+    check: bool,
+) -> ExportReport:
+    model, size, extra = opened
     return export_onnx(
         model,
         out,
@@ -435,21 +446,13 @@ def export_spec(
 
     if not spec.startswith(("pretrained:", "vgg16:")):
         try:
-            model, size, extra = _open_trained(spec)
+            opened = _open_trained(spec)
         except CheckpointError as exc:
             if not Path(spec).is_file():
                 raise
             first = exc
         else:
-            return export_onnx(
-                model,
-                out,
-                input_size=int(input_size or size or 224),
-                opset=opset,
-                with_excitations=with_excitations,
-                metadata=extra,
-                check=check,
-            )
+            return _export_trained(opened, out, with_excitations, opset, input_size, check)
         try:  # a file of another kind, e.g. a torchvision MobileNetV3 state dict
             loaded = load_model(spec)
         except CheckpointError:

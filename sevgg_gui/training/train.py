@@ -641,16 +641,10 @@ class Trainer:
 
 def load_training_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     """The full payload of a ``sevgg train`` checkpoint, loaded with ``weights_only=True``."""
-    from ..checkpoints import CheckpointError, read_state_dict
+    from ..checkpoints import CheckpointError, load_payload
 
     p = Path(path)
-    if not p.is_file():
-        raise CheckpointError(f"{p}: no such checkpoint")
-    try:
-        payload = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception:
-        read_state_dict(p)  # raises the core's one-line explanation
-        raise
+    payload = load_payload(p)
     if not isinstance(payload, dict) or "optimizer" not in payload or "config" not in payload:
         raise CheckpointError(
             f"{p.name}: not a resumable sevgg training checkpoint (no optimizer state); "
