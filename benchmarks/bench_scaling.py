@@ -21,7 +21,11 @@ def main() -> int:
     p = parser(__doc__.splitlines()[0])
     p.add_argument("--batches", default="1,2,4,8,16")
     p.add_argument("--sizes", default="112,160,224,320,448")
-    p.add_argument("--plot", default=str(Path(__file__).resolve().parent / "scaling.png"))
+    p.add_argument(
+        "--plot",
+        default=None,
+        help="PNG to write (default: benchmarks/results/scaling.png in full runs, none with --quick)",
+    )
     args = p.parse_args()
     start(args)
     setup_torch(args.threads)
@@ -73,6 +77,10 @@ def main() -> int:
     heads = ["batch", "input", *(f"{n} img/s" for n in paths)]
     report.print_table(heads, rows_b, "by_batch")
     report.print_table(heads, rows_s, "by_size")
+    if args.plot is None and not args.quick:
+        args.plot = str(Path(__file__).resolve().parent / "results" / "scaling.png")
+    if args.plot is None:
+        return report.finish()
     try:
         import matplotlib
 
@@ -90,6 +98,7 @@ def main() -> int:
                 ax.plot([a for a, _ in pts], [v for _, v in pts], marker="o", label=n)
             ax.set_xlabel(xlabel)
             ax.set_ylabel("images / s")
+            ax.set_ylim(bottom=0)
             ax.grid(alpha=0.3)
             ax.legend()
         fig.suptitle("VGG16-SE on this CPU")
