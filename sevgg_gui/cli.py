@@ -358,6 +358,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         archs=[a.strip() for a in args.archs.split(",") if a.strip()],
         width=args.width,
         reduction=args.reduction,
+        se_init=args.se_init,
         input_size=args.input_size,
         limit=args.limit,
         val_limit=args.val_limit,
@@ -485,6 +486,12 @@ def _add_analysis_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--archs", default="vgg16,vgg16_se", help="first is the baseline (default vgg16,vgg16_se)")
     p.add_argument("--width", type=float, default=1.0, help="width multiplier, e.g. 0.125 for quick runs")
     p.add_argument("--reduction", type=int, default=16)
+    p.add_argument(
+        "--se-init",
+        choices=["default", "neutral"],
+        default="default",
+        help="neutral: the SE model starts as a pass-through of its SE blocks (gates 0.5, next layer x2)",
+    )
     p.add_argument("--input-size", type=int)
     p.add_argument("--limit", type=int, metavar="N", help="training images (class-balanced)")
     p.add_argument("--val-limit", type=int, metavar="N", help="validation images (default: --limit)")

@@ -386,3 +386,48 @@ def test_factory_random_weights() -> None:
     assert model.provenance == "random initialisation"
     with pytest.raises(ValueError):
         VGG16_SE(num_classes=0)
+
+
+@pytest.mark.parametrize("width", [0.125, 1.0])
+def test_neutral_se_init_is_a_pass_through(width: float, x32: torch.Tensor) -> None:
+    """neutralise_se: every gate exactly 0.5 and the next layer doubled, so the model computes what it
+    computes with its SE blocks removed and those weights halved back."""
+    import copy
+
+    from sevgg_gui.models.vgg import CFGS, VGGSE, neutralise_se
+
+    torch.manual_seed(0)
+    model = (
+        VGG16_SE(num_classes=5) if width == 1.0 else VGGSE(CFGS["vgg16"], num_classes=5, width=width)
+    ).eval()
+    plain = copy.deepcopy(model)
+    neutralise_se(model)
+    with torch.no_grad(), ExcitationRecorder(model) as rec:
+        out = model(x32)
+    assert all(torch.equal(g, torch.full_like(g, 0.5)) for g in rec.excitations.values())
+    for i, m in enumerate(plain.features):
+        if isinstance(m, SEBlock):
+            plain.features[i] = nn.Identity()
+    with torch.no_grad():
+        torch.testing.assert_close(out, plain(x32), rtol=1e-5, atol=1e-6)
+    # Trainable: the zeroed second FCs get gradients (with the fan-in init training uses).
+    from sevgg_gui.training.models import build_model
+
+    torch.manual_seed(0)
+    fresh = build_model("vgg16_se", 5, width=width, se_init="neutral", dropout=0.0)
+    F.cross_entropy(fresh(x32), torch.tensor([0, 1, 2])).backward()
+    alive = [float(b.fc[2].weight.grad.abs().sum()) > 0 for _n, b in fresh.se_blocks()]
+    # (At width 0.125 the first block has 8 channels, so one hidden unit, which a random init can leave
+    # dead for every input, with or without the neutral start.)
+    assert sum(alive) >= 4 if width < 1 else all(alive)
+
+
+def test_build_model_se_init_option() -> None:
+    from sevgg_gui.training.models import build_model
+
+    neutral = build_model("vgg16_se", 10, width=0.125, se_init="neutral")
+    assert all(float(b.fc[2].weight.detach().abs().sum()) == 0 for _n, b in neutral.se_blocks())
+    default = build_model("vgg16_se", 10, width=0.125)
+    assert all(float(b.fc[2].weight.detach().abs().sum()) > 0 for _n, b in default.se_blocks())
+    with pytest.raises(ValueError, match="SE init"):
+        build_model("vgg16_se", 10, width=0.125, se_init="zero")

@@ -155,16 +155,7 @@ def transfer_vgg16_state_dict(
     dst_convs = [f"features.{i}.weight" for i, m in enumerate(model.features) if isinstance(m, nn.Conv2d)]
     if len(src_convs) != len(dst_convs):
         raise ValueError(f"VGG16 has {len(src_convs)} convs, the SE model {len(dst_convs)}")
-    # Which convs directly follow an SE block (their input is the gated map)?
-    after_se: set[str] = set()
-    pending = False
-    for i, m in enumerate(model.features):
-        if isinstance(m, SEBlock):
-            pending = True
-        elif isinstance(m, nn.Conv2d):
-            if pending:
-                after_se.add(f"features.{i}.weight")
-            pending = False
+    after_se, tail_doubled = _layers_after_se(model)
     for s, d in zip(src_convs, dst_convs, strict=True):
         w = vgg_sd[s].detach().to(torch.float32)
         if w.shape != out[d].shape:
@@ -175,7 +166,6 @@ def transfer_vgg16_state_dict(
         )
     for name, block in model.se_blocks():
         out[f"{name}.fc.2.weight"] = torch.zeros_like(block.fc[2].weight)
-    tail_doubled = pending  # the last SE precedes the classifier
     for idx in (0, 3, 6):
         wk, bk = f"classifier.{idx}.weight", f"classifier.{idx}.bias"
         if idx == 6 and (not keep_classifier or vgg_sd[wk].shape != out[wk].shape):
@@ -184,6 +174,40 @@ def transfer_vgg16_state_dict(
         out[wk] = w * 2.0 if (idx == 0 and tail_doubled) else w.clone()
         out[bk] = vgg_sd[bk].detach().to(torch.float32).clone()
     return out
+
+
+def _layers_after_se(model: VGGSE) -> tuple[set[str], bool]:
+    """Weight keys of the convs whose input is an SE block's gated map (only pools in between), and
+    whether the last SE block feeds ``classifier.0`` (through the average pool)."""
+    after_se: set[str] = set()
+    pending = False
+    for i, m in enumerate(model.features):
+        if isinstance(m, SEBlock):
+            pending = True
+        elif isinstance(m, nn.Conv2d):
+            if pending:
+                after_se.add(f"features.{i}.weight")
+            pending = False
+    return after_se, pending
+
+
+@torch.no_grad()
+def neutralise_se(model: VGGSE) -> VGGSE:
+    """Make every SE block start as a pass-through, in place: second FC zero (gate exactly 0.5 for any
+    input) and the next linear operator's weights doubled, so the model computes what the same network
+    without SE computes with these weights, while the blocks stay trainable (as in the ImageNet transfer).
+
+    For training from scratch: a randomly initialised SE gate of ~0.5 halves the signal at each of the
+    five blocks (1/32 at the classifier) and, without batch norm, slows the early epochs."""
+    after_se, tail = _layers_after_se(model)
+    params = dict(model.named_parameters())
+    for key in after_se:
+        params[key].mul_(2.0)
+    if tail:
+        params["classifier.0.weight"].mul_(2.0)
+    for _name, block in model.se_blocks():
+        block.fc[2].weight.zero_()
+    return model
 
 
 def _resolve_vgg16_source(source: Any) -> tuple[Mapping[str, torch.Tensor], str]:

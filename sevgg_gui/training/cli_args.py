@@ -21,6 +21,14 @@ _TRAIN_OPTIONS: list[tuple[str, dict[str, Any]]] = [
     ),
     ("--init", {"help": "imagenet | random | CKPT (default: imagenet at full width, else random)"}),
     (
+        "--se-init",
+        {
+            "choices": ["default", "neutral"],
+            "help": "with random init: neutral starts every SE block as a pass-through (gate 0.5, next "
+            "layer x2), as the ImageNet transfer does (default: the SE layers' own random init)",
+        },
+    ),
+    (
         "--arch",
         {
             "choices": ["vgg16_se", "vgg11_se", "vgg16"],

@@ -37,6 +37,7 @@ class CompareConfig:
     archs: list[str] = field(default_factory=lambda: ["vgg16", "vgg16_se"])
     width: float = 1.0
     reduction: int = 16
+    se_init: str = "default"  # "neutral": SE blocks start as pass-throughs (models.vgg.neutralise_se)
     input_size: int | None = None
     limit: int | None = None
     val_limit: int | None = None
@@ -86,6 +87,7 @@ def _run_config(cfg: CompareConfig, arch: str, seed: int, path: Path) -> Any:
         width=cfg.width,
         reduction=cfg.reduction,
         init="random",
+        se_init=cfg.se_init,
         input_size=cfg.input_size,
         augment=cfg.augment,
         val_fraction=cfg.val_fraction,

@@ -28,10 +28,12 @@ from ..models.vgg import (
     from_vgg16,
     is_torchvision_vgg16_state_dict,
     load_torchvision_weights,
+    neutralise_se,
     transfer_vgg16_state_dict,
 )
 
 ARCHS: tuple[str, ...] = ("vgg16_se", "vgg11_se", "vgg16")
+SE_INITS: tuple[str, ...] = ("default", "neutral")  # neutral: models.vgg.neutralise_se
 
 
 def _plain_cfg(name: str) -> list[int | str]:
@@ -52,10 +54,12 @@ def build_model(
     reduction: int = 16,
     dropout: float = 0.5,
     init: str = "random",
+    se_init: str = "default",
 ) -> nn.Module:
     """A fresh model; ``init`` is ``random`` (see :func:`reinit_for_training`), ``none`` (the constructors'
     own init: for rebuilding saved models), ``imagenet`` (torchvision's VGG16 weights; for VGG16-SE the
-    function-preserving transfer, gates at 0.5) or a checkpoint path whose matching weights are loaded."""
+    function-preserving transfer, gates at 0.5) or a checkpoint path whose matching weights are loaded.
+    ``se_init="neutral"`` (with ``random``) starts every SE block as a pass-through the same way."""
     if arch not in ARCHS:
         raise ValueError(f"unknown architecture {arch!r}: use {', '.join(ARCHS)}")
     if not 0.0 < width <= 1.0:
@@ -92,9 +96,14 @@ def build_model(
         model = _torchvision_vgg16(num_classes, dropout)
     else:
         model = VGGSE(_plain_cfg("vgg16"), num_classes=num_classes, dropout=dropout, width=width)
+    if se_init not in SE_INITS:
+        raise ValueError(f"unknown SE init {se_init!r}: use {', '.join(SE_INITS)}")
     if init == "random":
         reinit_for_training(model)
         model.provenance = "random initialisation (fan-in)"  # type: ignore[attr-defined]
+        if se_init == "neutral" and isinstance(model, VGGSE) and model.se_blocks():
+            neutralise_se(model)
+            model.provenance += ", SE blocks neutral (gates 0.5, next layer x2)"  # type: ignore[attr-defined]
     elif init == "none":
         model.provenance = "random initialisation"  # type: ignore[attr-defined]
     else:

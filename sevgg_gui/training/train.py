@@ -53,6 +53,7 @@ class TrainConfig:
     width: float = 1.0
     reduction: int = 16
     init: str | None = None  # imagenet | random | PATH; None: imagenet at full width, else random
+    se_init: str = "default"  # with random init: "neutral" starts each SE as a pass-through
     input_size: int | None = None  # None: the data set's natural size (224 photos, 32 small sets)
     augment: str = "light"
     val_fraction: float = 0.1
@@ -268,6 +269,7 @@ class Trainer:
             reduction=cfg.reduction,
             dropout=cfg.dropout,
             init=init or "random",
+            se_init=cfg.se_init,
         ).to(self.device)
         # Per-rank streams for augmentation and dropout (rank 0's equals a single-process run's).
         seed_everything(cfg.seed + self.info.rank)
