@@ -46,6 +46,23 @@ class LayerShapes:
     inputs: dict[str, tuple[int, ...]]  # module name -> input shape without the batch
 
 
+def meta_copy(model: nn.Module) -> nn.Module:
+    """The same module tree with every parameter and buffer on the ``meta`` device (no memory, no
+    copy of the weights), for shape analysis that must not touch a model another thread is running.
+
+    Hooks are shared with the original (functions are not copied); the recorder's hooks ignore meta
+    tensors. Take the copy between forwards: a forward may temporarily patch modules (CpuFastPath).
+    """
+    import copy
+
+    memo: dict[int, object] = {}
+    for p in model.parameters():
+        memo[id(p)] = nn.Parameter(torch.empty_like(p, device="meta"), requires_grad=p.requires_grad)
+    for b in model.buffers():
+        memo[id(b)] = torch.empty_like(b, device="meta")
+    return copy.deepcopy(model, memo)
+
+
 def layer_macs(model: nn.Module, input_size: tuple[int, int] = (224, 224)) -> LayerShapes:
     """Conv/linear MACs for one image, per module, and each module's input shape.
 

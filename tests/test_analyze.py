@@ -146,3 +146,19 @@ def test_cli_analyze_writes_npz_and_png(
     with pytest.raises(ValueError, match="not a class-profile NPZ"):
         np.savez(tmp_path / "other.npz", a=np.zeros(2))
         load_class_profiles(tmp_path / "other.npz")
+
+
+def test_meta_copy_shares_no_storage_and_gives_the_same_cost() -> None:
+    """The app computes the cost table on a meta copy on a helper thread while the worker runs the
+    real model: the copy must hold no real tensors and analyse identically."""
+    import torch
+
+    from sevgg_gui.analysis import meta_copy, model_cost
+    from sevgg_gui.models.vgg import VGG16_SE
+
+    model = VGG16_SE(num_classes=3).eval()
+    shadow = meta_copy(model)
+    assert all(p.is_meta for p in shadow.parameters()) and all(not p.is_meta for p in model.parameters())
+    assert model_cost(shadow, (32, 32)) == model_cost(model, (32, 32))
+    with torch.no_grad():
+        assert model(torch.randn(1, 3, 32, 32)).shape == (1, 3)  # the original is untouched

@@ -8,7 +8,9 @@ UI thread never waits for the model and never touches it.
 
 from __future__ import annotations
 
+import contextlib
 import queue
+import threading
 import time
 import traceback
 from collections.abc import Callable
@@ -61,6 +63,7 @@ class InferenceWorker(QObject):
         self.model_slowdown_s = 0.0  # tests: simulate a slow model without touching its math
         self._busy = False
         self._undescribed: ModelInfo | None = None  # cost table still to compute
+        self._describers: list[threading.Thread] = []  # cost-table threads (see _describe)
         self._quiet_polls = 0
 
     @property
@@ -71,6 +74,7 @@ class InferenceWorker(QObject):
             and self._commands.empty()
             and not self.frames.pending
             and self._undescribed is None
+            and not any(t.is_alive() for t in self._describers)
         )
 
     # ------------------------------------------------------------------ called from any thread
@@ -204,14 +208,26 @@ class InferenceWorker(QObject):
                 self._describe()
 
     def _describe(self) -> None:
-        """Fill in the cost table off the path to the first prediction: its meta-device pass imports
-        torch._dynamo (~1 s once per process), which would otherwise delay the first frame."""
+        """Fill in the cost table off the path to the first prediction and off this thread: its
+        meta-device pass imports torch._dynamo (~1 s once per process), which would otherwise delay
+        the first frame, or stall the stream right after it. The meta copy is taken here, between
+        forwards; the analysis runs on a helper thread and never touches the live model."""
         info, self._undescribed = self._undescribed, None
         if info is None or self.predictor is None:
             return
-        table = cost_table(self.predictor)
-        if table:
-            self.modelDescribed.emit(replace(info, cost_table=table))
+        from ..analysis import meta_copy
+
+        shadow, size = meta_copy(self.predictor.model), self.predictor.preprocess.crop_size
+
+        def work() -> None:
+            table = cost_table_of(shadow, size)
+            if table:
+                with contextlib.suppress(RuntimeError):  # the worker object is gone
+                    self.modelDescribed.emit(replace(info, cost_table=table))
+
+        thread = threading.Thread(target=work, name="cost-table", daemon=True)
+        self._describers = [t for t in self._describers if t.is_alive()] + [thread]
+        thread.start()
 
     def _load_model(self, checkpoint: str | None, device: str, half: bool, allow_download: bool) -> None:
         try:
@@ -245,11 +261,14 @@ def build_predictor(
 
 def cost_table(predictor: Any) -> str:
     """The article's per-block cost table for the predictor's model and input size ("" if unknown)."""
+    return cost_table_of(predictor.model, predictor.preprocess.crop_size)
+
+
+def cost_table_of(model: Any, size: int) -> str:
     from ..analysis import format_cost_table, model_cost
 
-    size = predictor.preprocess.crop_size
     try:
-        return format_cost_table(model_cost(predictor.model, (size, size)))
+        return format_cost_table(model_cost(model, (size, size)))
     except Exception:  # analysis is informative only
         return ""
 
