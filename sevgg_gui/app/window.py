@@ -584,6 +584,7 @@ class MainWindow(QMainWindow):
 
     def push_frame(self, rgb: np.ndarray, origin: str) -> None:
         """Classify one still image that did not come from a source (clipboard)."""
+        self._open_request += 1  # a camera still opening must not replace this image
         self._stop_pump()
         self.source_spec = origin
         self.frames.put(Frame(rgb=rgb, index=0, timestamp=time.perf_counter(), origin=origin, capture_ms=0.0))
