@@ -16,15 +16,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _modules_after(code: str) -> dict:
-    probe = (
-        code
-        + "\nimport json, sys\nm = sys.modules\n"
-        + "print(json.dumps({k: k in m for k in ('torch', 'torchvision', 'torch._dynamo', 'PySide6')}))"
-    )
+def _python(code: str) -> str:
+    """Run ``code`` in a fresh interpreter (offscreen Qt); its stdout."""
     env = {**os.environ, "QT_QPA_PLATFORM": "offscreen"}
     out = subprocess.run(
-        [sys.executable, "-c", probe],
+        [sys.executable, "-c", code],
         capture_output=True,
         text=True,
         cwd=REPO,
@@ -33,7 +29,16 @@ def _modules_after(code: str) -> dict:
         check=False,
     )
     assert out.returncode == 0, out.stderr[-2000:]
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return out.stdout
+
+
+def _modules_after(code: str) -> dict:
+    probe = (
+        code
+        + "\nimport json, sys\nm = sys.modules\n"
+        + "print(json.dumps({k: k in m for k in ('torch', 'torchvision', 'torch._dynamo', 'PySide6')}))"
+    )
+    return json.loads(_python(probe).strip().splitlines()[-1])
 
 
 def test_window_is_built_and_shown_without_torch(tmp_path: Path) -> None:
@@ -65,22 +70,12 @@ def test_checkpoint_model_build_and_first_forward_skip_dynamo_and_torchvision() 
 
 
 def test_torchvision_se_is_recorded_when_torchvision_is_imported_after_the_recorder() -> None:
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            "from sevgg_gui.recorder import ExcitationRecorder\n"
-            "import torch, torchvision\n"
-            "m = torchvision.models.mobilenet_v3_small(num_classes=4).eval()\n"
-            "with ExcitationRecorder(m) as rec:\n"
-            "    m(torch.rand(1, 3, 64, 64))\n"
-            "print(len(rec.excitations))\n",
-        ],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=120,
-        check=False,
+    out = _python(
+        "from sevgg_gui.recorder import ExcitationRecorder\n"
+        "import torch, torchvision\n"
+        "m = torchvision.models.mobilenet_v3_small(num_classes=4).eval()\n"
+        "with ExcitationRecorder(m) as rec:\n"
+        "    m(torch.rand(1, 3, 64, 64))\n"
+        "print(len(rec.excitations))\n"
     )
-    assert out.returncode == 0, out.stderr[-2000:]
-    assert int(out.stdout.split()[-1]) == 9  # MobileNetV3-Small has nine SqueezeExcitation blocks
+    assert int(out.split()[-1]) == 9  # MobileNetV3-Small has nine SqueezeExcitation blocks
