@@ -157,7 +157,6 @@ class ExcitationRecorder:
         self._first = next(iter(self.blocks))
         self.map_size = map_size
         self._map_names: set[str] = set()
-        self.set_feature_maps(feature_maps)
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
         self._map_handles: dict[str, list[torch.utils.hooks.RemovableHandle]] = {}
         self._gates: dict[str, torch.Tensor] = {}
@@ -167,6 +166,7 @@ class ExcitationRecorder:
         self._spatial: dict[str, torch.Tensor] = {}
         self._interventions: dict[str, list[_Intervention]] = {}
         self.forwards = 0
+        self.set_feature_maps(feature_maps)
 
     # ---------------------------------------------------------------- lifecycle
     def attach(self) -> ExcitationRecorder:
@@ -224,9 +224,8 @@ class ExcitationRecorder:
         if unknown:
             raise KeyError(f"unknown block(s) {sorted(unknown)}; known: {list(self.blocks)}")
         self._map_names = names
-        if hasattr(self, "_map_handles"):
-            self._hook_map_blocks()
-        for maps in (getattr(self, "_maps_in", {}), getattr(self, "_maps_out", {})):
+        self._hook_map_blocks()
+        for maps in (self._maps_in, self._maps_out):
             for stale in set(maps) - names:  # else a block no longer asked for keeps reporting old maps
                 del maps[stale]
 
