@@ -130,3 +130,22 @@ def fmnist(shared_dir: Path) -> str:
     if not (d / "train-images-idx3-ubyte.gz").is_file():
         pytest.skip(f"Fashion-MNIST not found at {d}")
     return f"fashionmnist:{d}"
+
+
+@pytest.fixture(scope="session")
+def slim_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random slim (width 0.125) 10-class VGG16-SE at 32 px, saved as `sevgg train` saves it, its last
+    layer scaled to trained-like logits (~1-10) so exports and quantization are compared meaningfully."""
+    from sevgg_gui.checkpoints import save_checkpoint
+    from sevgg_gui.training.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model("vgg16_se", 10, width=0.125)
+    with torch.no_grad():
+        model.classifier[6].weight.mul_(100.0)
+    path = tmp_path_factory.mktemp("slim") / "slim.pth"
+    save_checkpoint(
+        model, path, class_names=[f"c{i}" for i in range(10)], arch="vgg16_se", width=0.125,
+        reduction=16, dropout=0.5, input_size=32,
+    )  # fmt: skip
+    return path

@@ -14,7 +14,6 @@ import torch.nn.functional as F
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
-from sevgg_gui.checkpoints import save_checkpoint  # noqa: E402
 from sevgg_gui.cli import main  # noqa: E402
 from sevgg_gui.deploy.onnx_export import (  # noqa: E402
     ShapeAgnosticAdaptiveAvgPool2d,
@@ -25,27 +24,6 @@ from sevgg_gui.recorder import ExcitationRecorder  # noqa: E402
 from sevgg_gui.training.models import build_model, load_trained  # noqa: E402
 
 CLASSES = [f"c{i}" for i in range(10)]
-
-
-@pytest.fixture(scope="module")
-def slim_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A slim VGG16-SE saved as `sevgg train` saves it, its last layer scaled to trained-like logits (~1-10)."""
-    torch.manual_seed(0)
-    model = build_model("vgg16_se", 10, width=0.125)
-    with torch.no_grad():
-        model.classifier[6].weight.mul_(100.0)
-    path = tmp_path_factory.mktemp("deploy") / "slim.pth"
-    save_checkpoint(
-        model,
-        path,
-        class_names=CLASSES,
-        arch="vgg16_se",
-        width=0.125,
-        reduction=16,
-        dropout=0.5,
-        input_size=32,
-    )
-    return path
 
 
 def batch(b: int, h: int, w: int, seed: int = 0) -> torch.Tensor:

@@ -9,20 +9,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
-from sevgg_gui.checkpoints import save_checkpoint  # noqa: E402
 from sevgg_gui.cli import main  # noqa: E402
 from sevgg_gui.deploy.onnx_export import export_checkpoint  # noqa: E402
 from sevgg_gui.deploy.quantize import QuantizeConfig, quantize_onnx, read_onnx_info  # noqa: E402
-from sevgg_gui.training.models import build_model  # noqa: E402
 from sevgg_gui.training.train import TrainConfig, train  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-CLASSES = [f"c{i}" for i in range(10)]
 
 
 @pytest.fixture(scope="module")
@@ -47,16 +43,11 @@ def trained_onnx(fmnist: str, cache: str, tmp_path_factory: pytest.TempPathFacto
 
 
 @pytest.fixture(scope="module")
-def random_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A random slim VGG16-SE, last layer scaled to trained-like logits; needs no shared data."""
-    torch.manual_seed(0)
-    model = build_model("vgg16_se", 10, width=0.125)
-    with torch.no_grad():
-        model.classifier[6].weight.mul_(100.0)
-    d = tmp_path_factory.mktemp("quant-random")
-    save_checkpoint(model, d / "r.pth", class_names=CLASSES, arch="vgg16_se", width=0.125, input_size=32)
-    export_checkpoint(d / "r.pth", d / "r.onnx", with_excitations=True, check=False)
-    return d / "r.onnx"
+def random_onnx(slim_ckpt: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The shared random slim VGG16-SE (trained-like logits) as ONNX; needs no shared data."""
+    out = tmp_path_factory.mktemp("quant-random") / "r.onnx"
+    export_checkpoint(slim_ckpt, out, with_excitations=True, check=False)
+    return out
 
 
 @pytest.fixture(scope="module")
