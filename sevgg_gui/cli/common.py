@@ -1,0 +1,81 @@
+"""Helpers every `sevgg` command shares: one-line errors, input expansion, loading a model spec."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+
+def err(msg: str) -> None:
+    print(f"sevgg: {msg}", file=sys.stderr)
+
+
+def expand_inputs(items: Sequence[str]) -> Iterator[str]:
+    """Files as given; folders expanded to their images (sorted, not recursive)."""
+    from ..images import is_image_path
+
+    for item in items:
+        p = Path(item)
+        if p.is_dir():
+            yield from (str(c) for c in sorted(p.iterdir()) if c.is_file() and is_image_path(c))
+        else:
+            yield item
+
+
+def load(args: argparse.Namespace):
+    from ..zoo import load_model
+
+    loaded = load_model(args.checkpoint)
+    if loaded.warning:
+        err(f"warning: {loaded.warning}")
+    return loaded
+
+
+def predictor_for(args: argparse.Namespace, loaded):
+    from ..inference import Predictor
+
+    return Predictor(
+        loaded.model,
+        device=args.device,
+        class_names=loaded.class_names,
+        half=args.half,
+        preprocess=loaded.preprocess(),
+    )
+
+
+def run_batch(args: argparse.Namespace, handle) -> int:
+    from ..images import ImageError
+    from ..inference import InferenceError
+
+    loaded = load(args)
+    predictor = predictor_for(args, loaded)
+    failed: list[str] = []
+    total = 0
+    for path in expand_inputs(args.images):
+        total += 1
+        try:
+            handle(path, predictor.predict(path, topk=args.topk))
+        except (ImageError, InferenceError) as exc:
+            failed.append(path)
+            err(str(exc) if str(exc).startswith(Path(path).name) else f"{path}: {exc}")
+    if total == 0:
+        err("no images found in the given inputs")
+        return 2
+    if failed:
+        err(f"{len(failed)} of {total} inputs failed: {', '.join(failed)}")
+        return 1
+    return 0
+
+
+def add_model_arguments(p: argparse.ArgumentParser) -> None:
+    """The options of every command that runs a model over images."""
+    p.add_argument(
+        "--checkpoint",
+        "-c",
+        help=".pth / .safetensors checkpoint (default: ImageNet VGG16 transfer if cached, else random)",
+    )
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps (default auto)")
+    p.add_argument("--half", action="store_true", help="half precision (GPU only)")
+    p.add_argument("--topk", type=int, default=5)

@@ -1,0 +1,182 @@
+"""Commands that train and evaluate: train, eval, analyze, compare (the article's sections 6 and 7)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .common import err
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from ..training.cli_args import explicit_train_options
+    from ..training.train import TrainConfig, train
+
+    opts = explicit_train_options(args)
+    if not opts.get("data") and not opts.get("resume"):
+        err("--data is required (or --resume CKPT)")
+        return 2
+    result = train(TrainConfig(**opts), explicit=opts.keys())
+    return 130 if result.interrupted else 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from ..training.evaluate import evaluate_checkpoint, save_confusion_png, write_json
+
+    report = evaluate_checkpoint(
+        args.checkpoint,
+        args.data,
+        split=args.split,
+        batch_size=args.batch_size,
+        limit=args.limit,
+        device=args.device,
+        workers=args.workers,
+        cache_dir=args.cache_dir,
+        input_size=args.input_size,
+    )
+    text = write_json(report, args.json_out)
+    print(text if args.json else report.format())
+    if args.confusion:
+        path = save_confusion_png(report, args.confusion)
+        print(f"confusion matrix written to {path}", file=sys.stderr if args.json else sys.stdout)
+    return 0
+
+
+def cmd_analyze(args: argparse.Namespace) -> int:
+    from ..analysis_classwise import analyze_checkpoint, plot_class_profiles, spread_summary
+
+    prof = analyze_checkpoint(
+        args.checkpoint,
+        args.data,
+        split=args.split,
+        limit=args.limit,
+        batch_size=args.batch_size,
+        device=args.device,
+        cache_dir=args.cache_dir,
+        input_size=args.input_size,
+    )
+    path = prof.save(args.out)
+    n = int(next(iter(prof.count.values())).sum())
+    print(
+        f"wrote {path}: {len(prof.blocks)} blocks x {len(prof.classes)} classes over {n} {args.split} images"
+    )
+    for name, spread in spread_summary(prof):
+        print(f"  {name:<14} {prof.mean[name].shape[1]:>5} channels  between-class spread {spread:.4f}")
+    if args.png:
+        classes = [c.strip() for c in args.classes.split(",")] if args.classes else None
+        picked = [int(c) if c.isdigit() else c for c in classes] if classes else None
+        print(f"plot written to {plot_class_profiles(prof, args.png, classes=picked, zoom=args.zoom)}")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from ..training.compare import CompareConfig, compare
+
+    try:
+        seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    except ValueError:
+        err(f"--seeds wants integers like 0,1,2, got {args.seeds!r}")
+        return 2
+    cfg = CompareConfig(
+        data=args.data,
+        out=args.out,
+        epochs=args.epochs,
+        seeds=seeds,
+        archs=[a.strip() for a in args.archs.split(",") if a.strip()],
+        width=args.width,
+        reduction=args.reduction,
+        se_init=args.se_init,
+        input_size=args.input_size,
+        limit=args.limit,
+        val_limit=args.val_limit,
+        test_limit=args.test_limit,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        optimizer=args.optimizer,
+        weight_decay=args.weight_decay,
+        dropout=args.dropout,
+        label_smoothing=args.label_smoothing,
+        augment=args.augment,
+        val_fraction=args.val_fraction,
+        target_acc=args.target_acc,
+        device=args.device,
+        workers=args.workers,
+        cache_dir=args.cache_dir,
+        threads=args.threads,
+        resume=args.resume,
+    )
+    compare(cfg)
+    print(f"summary: {Path(args.out) / 'summary.json'}, curves: {Path(args.out) / 'curves.png'}")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from ..training.cli_args import add_eval_arguments, add_train_arguments
+
+    p = sub.add_parser(
+        "train",
+        help="train or fine-tune VGG16-SE (article recipe); DDP under torchrun",
+        description="Train VGG16-SE: two learning rates, progressive unfreezing, label smoothing, "
+        "clipping; a resumable checkpoint every epoch. Multi-GPU/CPU: torchrun --nproc_per_node=N "
+        "-m sevgg_gui.cli train ...",
+    )
+    add_train_arguments(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("eval", help="top-1/top-5, per-class accuracy and confusion matrix of a checkpoint")
+    add_eval_arguments(p)
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser(
+        "analyze", help="class-wise SE excitation statistics (mean/std per class per block) to NPZ + PNG"
+    )
+    p.add_argument("--data", required=True, help="KIND:PATH or an ImageFolder DIR")
+    p.add_argument("--checkpoint", "-c", required=True)
+    p.add_argument("--out", "-o", required=True, metavar="STATS.npz")
+    p.add_argument("--png", metavar="PLOT.png", help="one panel per block, one line per class")
+    p.add_argument("--classes", help="comma-separated class names or indices to plot (default: first 10)")
+    p.add_argument("--zoom", action="store_true", help="y axis spans the data instead of the gate's 0..1")
+    p.add_argument("--split", choices=["test", "val", "train"], default="test")
+    p.add_argument("--limit", type=int, metavar="N", help="use N images (class-balanced)")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--input-size", type=int, help="override the checkpoint's input size")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--cache-dir")
+    p.set_defaults(func=cmd_analyze)
+
+    p = sub.add_parser(
+        "compare", help="train VGG16 and VGG16-SE with identical data/schedule/seeds; mean ± std summary"
+    )
+    p.add_argument("--data", required=True, help="KIND:PATH or an ImageFolder DIR")
+    p.add_argument("--out", "-o", required=True, metavar="DIR", help="summary.json, curves.png, runs/")
+    p.add_argument("--epochs", type=int, default=5)
+    p.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default 0,1,2)")
+    p.add_argument("--archs", default="vgg16,vgg16_se", help="first is the baseline (default vgg16,vgg16_se)")
+    p.add_argument("--width", type=float, default=1.0, help="width multiplier, e.g. 0.125 for quick runs")
+    p.add_argument("--reduction", type=int, default=16)
+    p.add_argument(
+        "--se-init",
+        choices=["default", "neutral"],
+        default="default",
+        help="neutral: the SE model starts as a pass-through of its SE blocks (gates 0.5, next layer x2)",
+    )
+    p.add_argument("--input-size", type=int)
+    p.add_argument("--limit", type=int, metavar="N", help="training images (class-balanced)")
+    p.add_argument("--val-limit", type=int, metavar="N", help="validation images (default: --limit)")
+    p.add_argument("--test-limit", type=int, metavar="N", help="test images (default: --val-limit)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--lr", type=float, default=1e-3, help="one learning rate for every layer (default 1e-3)")
+    p.add_argument("--optimizer", choices=["adamw", "sgd"], default="adamw")
+    p.add_argument("--weight-decay", type=float, default=0.01)
+    p.add_argument("--dropout", type=float, default=0.5)
+    p.add_argument("--label-smoothing", type=float, default=0.1)
+    p.add_argument("--augment", choices=["none", "light", "strong"], default="light")
+    p.add_argument("--val-fraction", type=float, default=0.1)
+    p.add_argument("--target-acc", type=float, help="val top-1 for epochs-to-target (default: 0.9 x weaker)")
+    p.add_argument("--threads", type=int, help="torch CPU threads (fixed, for comparable timings)")
+    p.add_argument("--resume", action="store_true", help="reuse / continue runs already in DIR/runs")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--workers", type=int, default=0)
+    p.add_argument("--cache-dir")
+    p.set_defaults(func=cmd_compare)
