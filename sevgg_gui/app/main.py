@@ -67,6 +67,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     headless = args.screenshot is not None or args.frames is not None
     if headless:
         os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    else:
+        from .display_check import EXIT_NO_DISPLAY, check_display
+
+        problem = check_display()  # before Qt, whose own answer is abort() and a core dump
+        if problem:
+            print("\n".join(problem), file=sys.stderr)
+            return EXIT_NO_DISPLAY
     source = args.source or args.source_pos
 
     from PySide6.QtCore import QSettings
