@@ -94,6 +94,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     win = MainWindow(settings, checkpoint=args.checkpoint, device=args.device)
     if args.mode:
         win.charts.set_mode(args.mode)
+        win.charts.mode_pinned = True  # an explicit view wins over the automatic one for flat gates
     if args.profiles:
         win.pending_profiles = args.profiles  # applied once the model (and its block names) is known
     if headless:

@@ -156,6 +156,7 @@ class MainWindow(QMainWindow):
         w.modelLoaded.connect(self._on_model_loaded, queued)
         w.modelDescribed.connect(self._on_model_described, queued)
         w.modelFailed.connect(self._on_model_failed, queued)
+        w.gatesJudged.connect(self.charts.on_gates_judged, queued)
         w.inferenceFailed.connect(self._on_inference_failed, queued)
         self.sourceError.connect(self._on_source_error, queued)
         self._sourceOpened.connect(self._on_source_opened, queued)
@@ -328,7 +329,7 @@ class MainWindow(QMainWindow):
 
     def _save_chart_options(self) -> None:
         o = self.charts.options
-        self.settings.setValue("charts/mode", o.mode)
+        self.settings.setValue("charts/mode", self.charts.preferred_mode)  # not an automatic switch
         self.settings.setValue("charts/sort", o.sort)
         self.settings.setValue("charts/show_mean", o.show_mean)
 
@@ -372,7 +373,10 @@ class MainWindow(QMainWindow):
         self.checkpoint = self._requested_checkpoint  # the spec to reload on a device change
         self.model_panel.set_info(info)
         self.charts.set_blocks(
-            info.blocks, info.untrained_gates, spatial_only=not info.blocks and bool(info.spatial_blocks)
+            info.blocks,
+            info.untrained_gates,
+            spatial_only=not info.blocks and bool(info.spatial_blocks),
+            key=info.provenance,
         )
         self._spatial_pick = None
         self.selected = None

@@ -19,6 +19,7 @@ from typing import Any
 
 from PySide6.QtCore import QCoreApplication, QObject, QThread, Signal
 
+from ..gate_spread import FLAT_SPREAD, gate_spread
 from ..pipeline import LatestSlot
 from ..sources import Frame
 
@@ -48,6 +49,7 @@ class InferenceWorker(QObject):
     modelLoaded = Signal(object)  # ModelInfo
     modelDescribed = Signal(object)  # ModelInfo with its cost table, computed after the first frame
     modelFailed = Signal(str)  # one line; the previous model stays
+    gatesJudged = Signal(bool, float)  # flat (untrained) gates?, their spread; after each model's first frame
     inferenceFailed = Signal(str)  # one line per failed frame
     finished = Signal()
 
@@ -65,6 +67,7 @@ class InferenceWorker(QObject):
         self._undescribed: ModelInfo | None = None  # cost table still to compute
         self._describers: list[threading.Thread] = []  # cost-table threads (see _describe)
         self._quiet_polls = 0
+        self._judge_gates = False  # the next new frame tells whether this model's gates are flat
 
     @property
     def idle(self) -> bool:
@@ -183,6 +186,10 @@ class InferenceWorker(QObject):
                 crop_box=self.predictor.preprocess.crop_box(*frame.rgb.shape[:2]),
                 maps_block=self.maps_block,
             )
+            if self._judge_gates and not rerun:  # once per model, before its result: never coalesced away
+                self._judge_gates = False
+                spread = gate_spread(result.excitations)
+                self.gatesJudged.emit(spread is not None and spread < FLAT_SPREAD, spread or 0.0)
             self.processed += 1
             self.resultReady.emit(result)
         except Exception as exc:
@@ -201,6 +208,7 @@ class InferenceWorker(QObject):
             self.maps_block = predictor.block_names[0]
         predictor.set_maps_for([self.maps_block])
         self._undescribed = info if not info.cost_table else None
+        self._judge_gates = True
         self.modelLoaded.emit(info)
         if self.last_frame is not None:  # a frame that arrived while no model was ready
             self._process(self.last_frame, rerun=False)
