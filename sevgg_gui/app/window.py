@@ -30,6 +30,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from ..bundled import SAMPLES
 from ..pipeline import LatestSlot, SourcePump
 from ..sources import Frame, FrameSource, SourceError, is_camera_spec, open_source
 from .widgets.channel_view import ChannelView
@@ -41,7 +42,6 @@ from .widgets.thumbnails import FeatureThumbnails
 from .worker import ModelInfo, WorkerThread
 
 CHECKPOINT_SUFFIXES = {".pth", ".pt", ".ckpt", ".bin", ".safetensors"}
-SAMPLES = Path(__file__).resolve().parents[2] / "resources" / "samples"
 
 SHORTCUTS = [
     ("Space", "pause / resume"),
