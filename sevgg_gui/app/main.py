@@ -118,21 +118,31 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             win.input_view.show_message("Drop an image, video, folder or checkpoint here")
         code = app.exec()
-        _release(app, win)
+        _release(app, win, code)
         return code
     from .headless import run_headless
 
     code = run_headless(app, win, source, args)
-    _release(app, win)
+    _release(app, win, code)
     return code
 
 
-def _release(app, win) -> None:
+def _release(app, win, code: int) -> None:
     """Free the window's Qt wrappers while QApplication still exists: PySide6 can abort when the
-    garbage collector meets them during interpreter shutdown instead."""
+    garbage collector meets them during interpreter shutdown instead.
+
+    A worker still busy after the join timeout (a large model still loading when the window closes
+    or a headless run fails) cannot be interrupted, and destroying its running QThread aborts the
+    process with a core dump; the process ends here instead, with its exit code, settings saved.
+    """
     import gc
 
     win.close()
+    if win.worker_thread.stuck:
+        win.settings.sync()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
     win.deleteLater()
     app.processEvents()
     gc.collect()

@@ -330,6 +330,14 @@ class WorkerThread:
         self.thread.start()
 
     def close(self, timeout_ms: int = 10_000) -> bool:
+        """Stop and join; False when the worker is still busy (a model load cannot be interrupted).
+
+        The caller must then not let Qt destroy the running QThread (that aborts the process):
+        ``main`` ends the process with ``os._exit`` instead, see ``app.main._release``.
+        """
         self.worker.stop()
         self.thread.quit()
-        return self.thread.wait(timeout_ms)
+        self.stuck = not self.thread.wait(timeout_ms)
+        return not self.stuck
+
+    stuck: bool = False
