@@ -44,8 +44,16 @@ def user_network():
 def main() -> int:
     p = parser(__doc__.splitlines()[0])
     p.add_argument("--size", type=int, default=224)
+    p.add_argument(
+        "--cpu-time",
+        action="store_true",
+        help="time this process's CPU time (use with --threads 1 on a busy box)",
+    )
     args = p.parse_args()
     start(args)
+    import time
+
+    clock = time.process_time if args.cpu_time else time.perf_counter
     setup_torch(args.threads)
     import timm
     import torch
@@ -81,7 +89,9 @@ def main() -> int:
             blocks, rep = attention_blocks(model, ex)
             found["blocks"] = sum(b.found_by == "behaviour" for b in blocks), len(blocks), rep
 
-        t = interleave({"forward": forward, "scan": scan}, rounds=args.rounds or (2 if quick else 9), reps=1)
+        t = interleave(
+            {"forward": forward, "scan": scan}, rounds=args.rounds or (2 if quick else 9), reps=1, clock=clock
+        )
         by_probe, total, rep = found["blocks"]
         ratio = t.ratio("scan", "forward")
         rows.append(
@@ -113,6 +123,7 @@ def main() -> int:
         rows,
         "probe",
     )
+    print(f"# clock: {'process CPU time' if args.cpu_time else 'wall'}")
     print(f"# forward: batch 1 at {size}x{size}; the probe runs 2 images at min({size}, 128) px")
     return report.finish()
 

@@ -20,7 +20,11 @@ def cmd_info(args: argparse.Namespace) -> int:
     if args.checkpoint:
         loaded = load(args)
         model, provenance = loaded.model, loaded.provenance
-        num_classes = loaded.info.num_classes if loaded.info else len(loaded.class_names or []) or None
+        num_classes = (
+            loaded.info.num_classes
+            if loaded.info
+            else len(loaded.class_names or []) or getattr(model, "num_classes", None)
+        )
         reduction = loaded.info.reduction if loaded.info else getattr(model, "reduction", None)
         size = args.input_size or loaded.preprocess().crop_size
     else:
