@@ -207,6 +207,7 @@ class ExcitationRecorder:
                 flat = x.detach().movedim(dim, 1).reshape(x.shape[0], x.shape[dim], -1)
                 idx = flat.abs().argmax(dim=-1, keepdim=True)
                 xs = flat.gather(-1, idx)
+            self._raw.pop(name, None)  # set again by this forward's gate hook (inline activation)
             chans = self._intervened_channels(name, x.device)
             kept = x.detach().index_select(dim, chans).clone() if chans is not None else None
             self._pending[name] = (idx, xs, chans, kept)

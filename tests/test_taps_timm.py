@@ -263,3 +263,10 @@ def test_timm_models_record_every_block(arch: str, blocks: int, kind: str) -> No
     assert not torch.equal(y_muted, y)  # a muted channel early on reaches the logits
     assert rec.excitations[first][:, 0].eq(0).all()
     assert hook_count(model) == 0
+
+
+def test_untrained_gate_check_accepts_timm_blocks() -> None:
+    """zoo.gates_untrained looks for the article's fc Sequential; timm's ESE has a single conv ``fc``."""
+    from sevgg_gui.zoo import gates_untrained
+
+    assert gates_untrained(nn.Sequential(squeeze_excite.EffectiveSEModule(C))) is False
