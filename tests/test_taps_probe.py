@@ -216,3 +216,18 @@ def test_predictor_probes_a_user_model() -> None:
     assert res.excitations["1"].shape == (8,)
     pred.close()
     assert hook_count(net) == 0
+
+
+def test_timm_layerscale_and_convnext_have_no_gates() -> None:
+    timm = pytest.importorskip("timm")
+    from timm.layers import LayerScale2d
+
+    torch.manual_seed(0)
+    scale = LayerScale2d(8, init_values=0.5)
+    with torch.no_grad():
+        scale.gamma.uniform_(0.1, 2.0)  # per-channel, but the same for every input
+    blocks, report = attention_blocks(user_net(scale), example_input(16))
+    assert blocks == [] and report.candidates == 2 and report.forwards == 1
+    convnext = timm.create_model("convnext_atto", pretrained=False, num_classes=3).eval()
+    blocks, report = attention_blocks(convnext, example_input(64))
+    assert blocks == [] and report.candidates > 10 and report.error is None
