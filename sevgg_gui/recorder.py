@@ -74,7 +74,12 @@ class ExcitationRecorder:
             (b.name, b.module) for b in infos if b.recorded
         )
         if not self.blocks:
-            raise ValueError(f"{type(model).__name__} has no recordable attention blocks")
+            listed = ", ".join(sorted({b.kind for b in infos}))
+            why = [f"only attention that is not a per-channel gate: {listed}"] if listed else []
+            if self.probe_report is not None and self.probe_report.candidates:
+                why.append(self.probe_report.summary())
+            detail = f" ({'; '.join(why)})" if why else ""
+            raise ValueError(f"{type(model).__name__} has no recordable attention blocks{detail}")
         self.taps: dict[str, GateTap] = {b.name: b.tap for b in infos if b.tap is not None}
         # Blocks with a spatial map: name -> submodule whose output is the (B, 1, H, W) map.
         self.spatial_taps: dict[str, nn.Module] = {b.name: b.spatial for b in infos if b.spatial is not None}
