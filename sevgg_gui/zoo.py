@@ -156,7 +156,7 @@ def gates_untrained(model: nn.Module) -> bool:
     found = False
     for _, b in blocks:
         fc = getattr(b, "fc", None)
-        if fc is None or len(fc) < 3:
+        if not isinstance(fc, nn.Sequential) or len(fc) < 3:  # timm ESE: fc is one conv
             return False
         found = True
         if fc[2].weight.abs().max().item() != 0.0:

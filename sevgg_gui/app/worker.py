@@ -42,6 +42,9 @@ class ModelInfo:
     notes: list[str] = field(default_factory=list)
     preprocess: Any = None
     spatial_blocks: list[str] = field(default_factory=list)  # blocks that produce spatial maps
+    # Every attention block (recorded or only listed): name, type, kind, channels, found_by, note...
+    attention: list[dict[str, Any]] = field(default_factory=list)
+    probe: str = ""  # what the behaviour probe did, when it had modules to look at
 
 
 class InferenceWorker(QObject):
@@ -226,9 +229,10 @@ class InferenceWorker(QObject):
         from ..analysis import meta_copy
 
         shadow, size = meta_copy(self.predictor.model), self.predictor.preprocess.crop_size
+        blocks = list(self.predictor.recorder.block_infos)  # found by behaviour too, looked up by name
 
         def work() -> None:
-            table = cost_table_of(shadow, size)
+            table = cost_table_of(shadow, size, blocks)
             if table:
                 with contextlib.suppress(RuntimeError):  # the worker object is gone
                     self.modelDescribed.emit(replace(info, cost_table=table))
@@ -269,14 +273,14 @@ def build_predictor(
 
 def cost_table(predictor: Any) -> str:
     """The article's per-block cost table for the predictor's model and input size ("" if unknown)."""
-    return cost_table_of(predictor.model, predictor.preprocess.crop_size)
+    return cost_table_of(predictor.model, predictor.preprocess.crop_size, predictor.recorder.block_infos)
 
 
-def cost_table_of(model: Any, size: int) -> str:
+def cost_table_of(model: Any, size: int, blocks: Any = None) -> str:
     from ..analysis import format_cost_table, model_cost
 
     try:
-        return format_cost_table(model_cost(model, (size, size)))
+        return format_cost_table(model_cost(model, (size, size), blocks))
     except Exception:  # analysis is informative only
         return ""
 
@@ -298,6 +302,8 @@ def describe_model(predictor: Any, loaded: Any = None, *, with_cost: bool = True
         num_classes=len(predictor.class_names),
         blocks=[(n, t.channels) for n, t in rec.taps.items()],  # blocks with channel gates
         spatial_blocks=list(rec.spatial_taps),
+        attention=[b.describe() for b in rec.block_infos],
+        probe=rec.probe_report.summary() if rec.probe_report and rec.probe_report.candidates else "",
         device=str(predictor.device),
         half=predictor.half,
         warning=getattr(loaded, "warning", None),
