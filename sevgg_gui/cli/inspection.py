@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from .common import add_model_arguments, err, load, run_batch
+from .common import CHECKPOINT_HELP, add_model_arguments, add_model_code_argument, err, load, run_batch
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -15,10 +15,10 @@ def cmd_info(args: argparse.Namespace) -> int:
     from ..analysis import format_cost_table, model_cost
     from ..models.vgg import VGG16_SE
 
-    if args.checkpoint:
+    if args.checkpoint or args.model_code:
         loaded = load(args)
         model, provenance = loaded.model, loaded.provenance
-        num_classes = loaded.info.num_classes if loaded.info else 1000
+        num_classes = (loaded.info.num_classes if loaded.info else 0) or len(loaded.class_names or []) or 1000
         reduction = loaded.info.reduction if loaded.info else 16
     else:
         with torch.device("meta"):  # shapes only: instant, no 0.5 GB allocation
@@ -118,7 +118,8 @@ def cmd_fetch_weights(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("info", help="architecture, the SE parameter table and FLOPs")
-    p.add_argument("--checkpoint", "-c")
+    p.add_argument("--checkpoint", "-c", help=CHECKPOINT_HELP)
+    add_model_code_argument(p)
     p.add_argument("--num-classes", type=int, default=1000)
     p.add_argument("--reduction", type=int, default=16)
     p.add_argument("--input-size", type=int, default=224)
