@@ -22,7 +22,7 @@ from .loaded import LoadedModel, ModelSpecError
 def resolve_folder(path: Path) -> Path:
     """``path`` itself, or the snapshot a hub cache repo folder (``models--timm--x``) points to."""
     snapshots = path / "snapshots"
-    if is_model_folder(path) or not snapshots.is_dir():
+    if (path / "config.json").is_file() or not snapshots.is_dir():
         return path
     ref = path / "refs" / "main"
     if ref.is_file() and (snapshots / ref.read_text().strip()).is_dir():

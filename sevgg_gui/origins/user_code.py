@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import importlib.util
+import inspect
 import os
 import sys
 import traceback
@@ -112,6 +113,11 @@ def build(code: str) -> tuple[nn.Module, str]:
         )
     if not callable(fn):
         raise ModelSpecError(f"{code}: {func} is a {type(fn).__name__}, not a function")
+    required = _required_parameters(fn)
+    if required:
+        raise ModelSpecError(
+            f"{code}: {func}() needs arguments ({', '.join(required)}); --model-code calls it with none"
+        )
     try:
         model = fn()
     except Exception as exc:
@@ -119,6 +125,19 @@ def build(code: str) -> tuple[nn.Module, str]:
     if not isinstance(model, nn.Module):
         raise ModelSpecError(f"{code}: {func}() returned a {type(model).__name__}, not a torch nn.Module")
     return model, f"{Path(target).name if _is_path(target) else target}:{func}"
+
+
+def _required_parameters(fn: Any) -> list[str]:
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):  # builtins without a signature: just call them
+        return []
+    kinds = (
+        inspect.Parameter.POSITIONAL_ONLY,
+        inspect.Parameter.POSITIONAL_OR_KEYWORD,
+        inspect.Parameter.KEYWORD_ONLY,
+    )
+    return [p.name for p in params if p.kind in kinds and p.default is inspect.Parameter.empty]
 
 
 def _outputs(model: nn.Module) -> int | None:
