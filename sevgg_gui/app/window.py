@@ -30,6 +30,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from ..model_specs import is_model_folder
 from ..pipeline import LatestSlot, SourcePump
 from ..sources import Frame, FrameSource, SourceError, is_camera_spec, open_source
 from .widgets.channel_view import ChannelView
@@ -114,6 +115,7 @@ class MainWindow(QMainWindow):
         checkpoint: str | None = None,
         device: str | None = None,
         load_model: bool = True,
+        model_code: str | None = None,
     ) -> None:
         super().__init__()
         self.settings = settings or QSettings("sevgg_gui", "sevgg-gui")
@@ -126,6 +128,7 @@ class MainWindow(QMainWindow):
         self.model_info: ModelInfo | None = None
         self.checkpoint = checkpoint
         self._requested_checkpoint = checkpoint
+        self.model_code = self._requested_model_code = model_code  # --model-code FILE.py:FUNCTION
         self.offer_download = False  # main(): fetch ImageNet VGG16 after the first model load if missing
         self.device = device or str(self.settings.value("device", "auto"))
         self.half = self.settings.value("half", False, type=bool)
@@ -163,7 +166,7 @@ class MainWindow(QMainWindow):
         self._open_request = 0  # the newest open request; late camera opens of older ones are dropped
         self.sourceEnded.connect(self._on_source_ended, queued)
         if load_model:
-            self.load_model(checkpoint)
+            self.load_model(checkpoint, model_code=model_code)
 
     # ================================================================== layout
     def _build_views(self) -> None:
@@ -294,6 +297,9 @@ class MainWindow(QMainWindow):
             a.triggered.connect(lambda _=False, sp=spec: self.load_model(sp))
             pick.addAction(a)
         act(m, "Open checkpoint…", self.open_checkpoint_dialog)
+        from .model_menu import add_origin_actions
+
+        add_origin_actions(self, m)
         m.addSeparator()
         group = QActionGroup(self)
         self.device_actions = {}
@@ -349,14 +355,17 @@ class MainWindow(QMainWindow):
         self.settings.sync()
 
     # ================================================================== model
-    def load_model(self, checkpoint: str | None, allow_download: bool = False) -> None:
-        self.statusBar().showMessage(
-            "Loading model…" if not checkpoint else f"Loading {Path(checkpoint).name}…"
-        )
+    def load_model(
+        self, checkpoint: str | None, allow_download: bool = False, model_code: str | None = None
+    ) -> None:
+        what = model_code.replace("\\", "/").rsplit("/", 1)[-1] if model_code else None
+        what = what or (Path(checkpoint).name if checkpoint else None)
+        self.statusBar().showMessage(f"Loading {what}…" if what else "Loading model…")
         self.progress.setRange(0, 0)
         self.progress.setVisible(True)
         self._requested_checkpoint = checkpoint
-        self.worker_thread.worker.load_model(checkpoint, self.device, self.half, allow_download)
+        self._requested_model_code = model_code
+        self.worker_thread.worker.load_model(checkpoint, self.device, self.half, allow_download, model_code)
 
     @Slot(object)
     def _on_model_described(self, info: ModelInfo) -> None:
@@ -370,6 +379,7 @@ class MainWindow(QMainWindow):
         self.progress.setVisible(False)
         self.model_info = info
         self.checkpoint = self._requested_checkpoint  # the spec to reload on a device change
+        self.model_code = self._requested_model_code
         self.model_panel.set_info(info)
         self.charts.set_blocks(
             info.blocks, info.untrained_gates, spatial_only=not info.blocks and bool(info.spatial_blocks)
@@ -389,10 +399,13 @@ class MainWindow(QMainWindow):
             if not imagenet_vgg16_cached():
                 self.download_weights()  # first use: fetch ImageNet VGG16 in the background
         if info.warning:
+            from ..origins.loaded import RANDOM_WARNING  # torch is loaded by now
+
+            vgg = info.warning == RANDOM_WARNING  # only the VGG16-SE warning is answered by the download
             self.model_banner.show_text(
                 info.warning,
                 ("Open checkpoint…", self.open_checkpoint_dialog),
-                ("Download ImageNet VGG16", self.download_weights),
+                *([("Download ImageNet VGG16", self.download_weights)] if vgg else []),
             )
         else:
             self.model_banner.hide()
@@ -449,11 +462,11 @@ class MainWindow(QMainWindow):
 
     def set_device(self, device: str) -> None:
         self.device = device
-        self.load_model(self.checkpoint)
+        self.load_model(self.checkpoint, model_code=self.model_code)
 
     def toggle_half(self, on: bool) -> None:
         self.half = on
-        self.load_model(self.checkpoint)
+        self.load_model(self.checkpoint, model_code=self.model_code)
 
     # ================================================================== sources
     def open_source(self, spec: str, **options) -> bool:
@@ -789,7 +802,7 @@ class MainWindow(QMainWindow):
         """A dropped or chosen path: checkpoints load as models, NPZ files as class profiles,
         anything else opens as a source."""
         suffix = Path(path).suffix.lower()
-        if suffix in CHECKPOINT_SUFFIXES:
+        if suffix in CHECKPOINT_SUFFIXES or is_model_folder(path):
             self.load_model(path)
         elif suffix == ".npz":
             self.load_profiles(path)
@@ -908,7 +921,7 @@ class MainWindow(QMainWindow):
             self.push_frame(qimage_to_rgb(QImage(md.imageData())), "dropped image")
             event.acceptProposedAction()
             return
-        ckpts = [p for p in paths if Path(p).suffix.lower() in CHECKPOINT_SUFFIXES]
+        ckpts = [p for p in paths if Path(p).suffix.lower() in CHECKPOINT_SUFFIXES or is_model_folder(p)]
         profiles = [p for p in paths if Path(p).suffix.lower() == ".npz"]
         others = [p for p in paths if p not in ckpts and p not in profiles]
         if ckpts:
