@@ -334,3 +334,14 @@ def test_timm_is_imported_only_for_timm_specs(slim_ckpt):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=180)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.split()[-1] == "False"
+
+
+def test_commands_that_need_a_training_checkpoint_refuse_other_specs_in_one_line(tmp_path, capsys):
+    for argv in (
+        ["prune", "-c", "timm:resnet10t:random", "-o", str(tmp_path / "p.pth")],
+        ["eval", "--data", str(tmp_path), "-c", "pretrained:mobilenet_v3_small"],
+        ["distill", "--teacher", "timm:resnet10t", "--data", str(tmp_path)],
+    ):
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "takes a checkpoint file of `sevgg train`" in err

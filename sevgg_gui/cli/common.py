@@ -24,6 +24,20 @@ def expand_inputs(items: Sequence[str]) -> Iterator[str]:
             yield item
 
 
+def refuse_foreign_model(spec: str | None, command: str) -> bool:
+    """eval, analyze, prune and distill read a `sevgg train` checkpoint's metadata (data split, input
+    size, architecture); a timm/torchvision/attention spec or a model folder gets one line, not a
+    misleading "no such file". True when refused."""
+    from ..model_specs import is_model_folder
+
+    if spec and (spec.startswith(("timm:", "pretrained:", "vgg16:")) or is_model_folder(spec)):
+        err(
+            f"{command}: {spec}: takes a checkpoint file of `sevgg train` (or VGG16-SE); use predict, excite, info or export for other models"
+        )
+        return True
+    return False
+
+
 def load(args: argparse.Namespace):
     from ..zoo import load_model
 

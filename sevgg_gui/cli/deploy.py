@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .common import add_model_code_argument, err
+from .common import add_model_code_argument, err, refuse_foreign_model
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -45,6 +45,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_prune(args: argparse.Namespace) -> int:
     from ..deploy.prune import PruneConfig, prune_checkpoint, write_report
 
+    if refuse_foreign_model(args.checkpoint, "prune"):
+        return 2
     cfg = PruneConfig(
         checkpoint=args.checkpoint,
         out=args.out,
@@ -77,6 +79,8 @@ def cmd_distill(args: argparse.Namespace) -> int:
 
     if not args.resume and not (args.teacher and args.data):
         err("--teacher and --data are required (or --resume CKPT)")
+        return 2
+    if refuse_foreign_model(args.teacher, "distill"):
         return 2
     cfg = DistillConfig(
         teacher=args.teacher,
