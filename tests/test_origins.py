@@ -345,3 +345,12 @@ def test_commands_that_need_a_training_checkpoint_refuse_other_specs_in_one_line
         assert main(argv) == 2
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and "takes a checkpoint file of `sevgg train`" in err
+
+
+def test_menu_timm_choices_are_names_timm_knows_with_trained_weights():
+    from sevgg_gui.model_specs import TIMM_CHOICES
+    from sevgg_gui.origins.timm_models import check_name
+
+    for _label, spec in TIMM_CHOICES:
+        name, random = parse_spec(spec)
+        assert not random and check_name(name, spec)[1]  # a tag timm has weights for

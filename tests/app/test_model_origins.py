@@ -84,3 +84,19 @@ def test_functions_in_lists_a_files_functions_without_running_it(tmp_path):
     bad = tmp_path / "bad.py"
     bad.write_text("def (")
     assert functions_in(bad) == []
+
+
+def test_headless_gui_with_model_code_saves_a_screenshot(tmp_path):
+    """`sevgg-gui --model-code` as a user runs it (real process, offscreen)."""
+    from .test_headless import run_gui
+
+    out = tmp_path / "code.png"
+    proc = run_gui(
+        "--source", str(SAMPLES / "chelsea.png"), "--model-code", TV_SE, "--frames", "1", "--screenshot", str(out)
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert out.stat().st_size > 10_000
+    proc = run_gui(
+        "--source", str(SAMPLES / "chelsea.png"), "--model-code", f"{FAULTY}:not_a_model", "--frames", "1"
+    )
+    assert proc.returncode != 0 and "returned a dict" in proc.stderr and "Traceback" not in proc.stderr
