@@ -114,30 +114,40 @@ def test_offline_and_not_cached_is_one_line_and_fast(offline_hub):
     assert elapsed < 15, elapsed
 
 
-def test_cached_hub_weights_load_through_timm_without_network(offline_hub):
-    """A hub cache laid out as huggingface_hub writes it (blob named by its sha256, snapshot link,
-    refs/main): `timm:resnet10t` loads it offline, through timm's own pretrained loading."""
-    from safetensors.torch import save_file
-
-    torch.manual_seed(3)
-    ref = timm.create_model("resnet10t", pretrained=False).eval()
-    repo = offline_hub / "models--timm--resnet10t.c3_in1k"
-    tmp = repo / "tmp.safetensors"
-    repo.mkdir(parents=True)
-    save_file(ref.state_dict(), str(tmp))
-    sha = hashlib.sha256(tmp.read_bytes()).hexdigest()
-    (repo / "blobs").mkdir()
-    tmp.rename(repo / "blobs" / sha)
+def _seed_hub_cache(hub: Path, repo_id: str, data: bytes) -> str:
+    """Lay ``data`` out as huggingface_hub's cache does: a blob named by its sha256, a snapshot symlink
+    named model.safetensors, refs/main naming the snapshot. Returns the sha256."""
+    sha = hashlib.sha256(data).hexdigest()
+    repo = hub / ("models--" + repo_id.replace("/", "--"))
+    (repo / "blobs").mkdir(parents=True)
+    (repo / "blobs" / sha).write_bytes(data)
     snap = repo / "snapshots" / ("0" * 40)
     snap.mkdir(parents=True)
     (snap / "model.safetensors").symlink_to(repo / "blobs" / sha)
     (repo / "refs").mkdir()
     (repo / "refs" / "main").write_text("0" * 40)
+    return sha
 
+
+def test_cached_hub_weights_load_through_timm_without_network(offline_hub):
+    """`timm:resnet10t` finds its weights in the hub cache and loads them offline, through timm's own
+    pretrained loading."""
+    from safetensors.torch import save
+
+    torch.manual_seed(3)
+    ref = timm.create_model("resnet10t", pretrained=False).eval()
+    sha = _seed_hub_cache(offline_hub, "timm/resnet10t.c3_in1k", save(ref.state_dict()))
     loaded = load_model("timm:resnet10t")
     assert "cached" in loaded.provenance and loaded.warning is None
     assert loaded.info is not None and loaded.info.sha256 == sha
     torch.testing.assert_close(_logits(loaded.model), _logits(ref))
+
+
+def test_corrupt_cached_weights_are_one_line(offline_hub):
+    _seed_hub_cache(offline_hub, "timm/resnet10t.c3_in1k", b"not a safetensors file at all")
+    with pytest.raises(ModelSpecError) as err:
+        load_model("timm:resnet10t")
+    assert "\n" not in str(err.value) and "failed" in str(err.value)
 
 
 # ----------------------------------------------------------------------------- Hugging Face folders

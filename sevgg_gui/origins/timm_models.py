@@ -199,7 +199,7 @@ def load(spec: str) -> LoadedModel:
     from timm.models import get_pretrained_cfg
 
     if random:
-        model = timm.create_model(name, pretrained=False)
+        model = _create(timm, spec, "building", name, pretrained=False)
         return finish(
             model,
             f"timm {name}, random initialisation",
@@ -216,7 +216,9 @@ def load(spec: str) -> LoadedModel:
     file = cached_weights(cfg)
     full = f"{arch}.{cfg.get('tag')}" if cfg.get("tag") else arch
     if file is not None:
-        model = timm.create_model(name, pretrained=True, pretrained_cfg_overlay={"file": file})
+        model = _create(
+            timm, spec, f"loading {file}", name, pretrained=True, pretrained_cfg_overlay={"file": file}
+        )
         return finish(model, f"timm {full}, pretrained (cached)", info=weights_info(file, full, model))
     hub_id = cfg.get("hf_hub_id")
     if hub_id:
@@ -232,15 +234,21 @@ def load(spec: str) -> LoadedModel:
             f"{spec}: timm's weights {where} are not cached and {reason}; connect once to download "
             f"them, or use timm:{name}:random"
         )
-    kwargs = {"cache_dir": hub_cache_dir()} if hub_id else {}
-    try:
-        model = timm.create_model(name, pretrained=True, **kwargs)
-    except Exception as exc:  # HTTP errors, gated repos, disk full...
-        first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
-        raise ModelSpecError(f"{spec}: downloading timm's weights {where} failed ({first})") from None
+    kwargs: dict[str, Any] = {"cache_dir": hub_cache_dir()} if hub_id else {}
+    model = _create(timm, spec, f"downloading timm's weights {where}", name, pretrained=True, **kwargs)
     file = cached_weights(cfg)
     info = weights_info(file, full, model) if file else None
     return finish(model, f"timm {full}, pretrained (downloaded from {where})", info=info)
+
+
+def _create(timm: Any, spec: str, doing: str, name: str, **kwargs: Any) -> nn.Module:
+    """``timm.create_model`` with any failure (HTTP errors, a gated repo, a corrupt cached file, an
+    architecture that needs arguments) as one line."""
+    try:
+        return timm.create_model(name, **kwargs)
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+        raise ModelSpecError(f"{spec}: {doing} failed ({type(exc).__name__}: {first})") from None
 
 
 def weights_info(file: str, arch: str, model: nn.Module) -> CheckpointInfo:
