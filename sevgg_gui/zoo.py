@@ -54,6 +54,8 @@ def load_model(
         return timm_models.load(spec)
     if Path(spec).is_dir():
         return hf_folder.load(spec)
+    if spec.endswith(".py") or ".py:" in spec:
+        raise ModelSpecError(f"{spec} is Python code: open it with --model-code FILE.py:FUNCTION")
     return ckpt.load_file(spec)
 
 

@@ -364,3 +364,8 @@ def test_menu_timm_choices_are_names_timm_knows_with_trained_weights():
     for _label, spec in TIMM_CHOICES:
         name, random = parse_spec(spec)
         assert not random and check_name(name, spec)[1]  # a tag timm has weights for
+
+
+def test_python_file_given_as_checkpoint_points_to_model_code():
+    with pytest.raises(ModelSpecError, match="--model-code FILE.py:FUNCTION"):
+        load_model(str(USER_MODELS / "inline_se.py"))

@@ -76,11 +76,17 @@ def update_reopen(win: MainWindow) -> None:
 
 def open_model_code_dialog(win: MainWindow) -> None:
     """Pick a .py file, one of its functions, then (optionally) a weights file for it."""
-    last, last_weights = remembered(win)
+    last, _weights = remembered(win)
     start = str(Path(last.rpartition(":")[0]).parent) if last else win._last_dir()
     path, _ = QFileDialog.getOpenFileName(win, "Open model code", start, "Python (*.py);;All files (*)")
-    if not path:
-        return
+    if path:
+        open_model_code_file(win, path)
+
+
+def open_model_code_file(win: MainWindow, path: str, weights: str | None = None) -> None:
+    """A chosen or dropped .py file: ask which function builds the model, and (unless dropped with
+    it) for its weights."""
+    _last, last_weights = remembered(win)
     names = functions_in(path) or ["build"]
     func, ok = QInputDialog.getItem(
         win,
@@ -91,6 +97,9 @@ def open_model_code_dialog(win: MainWindow) -> None:
         True,
     )
     if not ok or not func.strip():
+        return
+    if weights:
+        load_code(win, f"{path}:{func.strip()}", weights)
         return
     weights, _ = QFileDialog.getOpenFileName(
         win,

@@ -806,6 +806,10 @@ class MainWindow(QMainWindow):
             self.load_model(path)
         elif suffix == ".npz":
             self.load_profiles(path)
+        elif suffix == ".py":  # the user's model code: asks for the function (and weights)
+            from .model_menu import open_model_code_file
+
+            open_model_code_file(self, path)
         else:
             self.open_source(path)
 
@@ -923,8 +927,13 @@ class MainWindow(QMainWindow):
             return
         ckpts = [p for p in paths if Path(p).suffix.lower() in CHECKPOINT_SUFFIXES or is_model_folder(p)]
         profiles = [p for p in paths if Path(p).suffix.lower() == ".npz"]
-        others = [p for p in paths if p not in ckpts and p not in profiles]
-        if ckpts:
+        code = [p for p in paths if Path(p).suffix.lower() == ".py"]
+        others = [p for p in paths if p not in ckpts and p not in profiles and p not in code]
+        if code:  # model code, with a dropped checkpoint as its weights
+            from .model_menu import open_model_code_file
+
+            open_model_code_file(self, code[0], weights=ckpts[0] if ckpts else None)
+        elif ckpts:
             self.load_model(ckpts[0])
         if profiles:
             self.load_profiles(profiles[0])

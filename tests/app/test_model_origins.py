@@ -100,3 +100,31 @@ def test_headless_gui_with_model_code_saves_a_screenshot(tmp_path):
         "--source", str(SAMPLES / "chelsea.png"), "--model-code", f"{FAULTY}:not_a_model", "--frames", "1"
     )
     assert proc.returncode != 0 and "returned a dict" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_dropping_model_code_with_weights_asks_only_for_the_function(qtbot, window, tmp_path):
+    from PySide6.QtCore import QTimer
+    from PySide6.QtWidgets import QApplication, QInputDialog
+
+    from sevgg_gui.zoo import load_model
+
+    torch.manual_seed(9)
+    trained = load_model(None, model_code=TV_SE).model
+    weights = tmp_path / "w.pth"
+    torch.save(trained.state_dict(), weights)
+    asked: list[list[str]] = []
+
+    def pick() -> None:  # the real dialog: choose build_torchvision_se and press OK
+        dialog = QApplication.activeModalWidget()
+        if not isinstance(dialog, QInputDialog):
+            QTimer.singleShot(50, pick)
+            return
+        asked.append(dialog.comboBoxItems())
+        dialog.setTextValue("build_torchvision_se")
+        dialog.accept()
+
+    QTimer.singleShot(50, pick)
+    drop(window, [USER_MODELS / "inline_se.py", weights])
+    qtbot.waitUntil(lambda: window.model_info.checkpoint == str(weights), timeout=60_000)
+    assert asked and asked[0][:2] == ["build", "build_torchvision_se"]
+    assert window.model_code == f"{USER_MODELS / 'inline_se.py'}:build_torchvision_se"
