@@ -256,7 +256,8 @@ def test_model_code_errors_are_one_line_with_file_and_line(tmp_path):
         (f"{FAULTY}:explode", f"faulty.py:{explode_line}: ValueError: cannot build with 1 layer"),
         (f"{FAULTY}:deeper", f"faulty.py:{helper_line}: ValueError: Invalid padding"),
         (f"{FAULTY}:not_a_model", "not_a_model() returned a dict, not a torch nn.Module"),
-        (f"{FAULTY}:nothing", "has no 'nothing' (it defines: deeper, explode, not_a_model)"),
+        (f"{FAULTY}:quits", "SystemExit: bye"),  # must not end the CLI, or the app's worker thread
+        (f"{FAULTY}:nothing", "has no 'nothing' (it defines: deeper, explode, not_a_model, quits)"),
         (f"{tmp_path / 'nope.py'}:build", "no such file"),
         ("no_such_module_xyz:build", "no module named 'no_such_module_xyz'"),
         ("json:loads", "loads() needs arguments (s)"),

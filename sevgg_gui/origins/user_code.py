@@ -53,14 +53,17 @@ def _where(exc: BaseException, files: set[str]) -> str:
 
 
 def _show(filename: str) -> str:
-    rel = os.path.relpath(filename)
+    try:
+        rel = os.path.relpath(filename)
+    except ValueError:  # another drive (Windows)
+        return filename
     return rel if not rel.startswith("..") else filename
 
 
 def _failure(what: str, exc: BaseException, files: set[str]) -> ModelSpecError:
     msg = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
-    kind = type(exc).__name__ if not isinstance(exc, SyntaxError) else "SyntaxError"
     detail = exc.msg if isinstance(exc, SyntaxError) else msg
+    kind = type(exc).__name__
     return ModelSpecError(f"{what} failed at {_where(exc, files)}: {kind}{': ' + detail if detail else ''}")
 
 
@@ -82,7 +85,7 @@ def import_target(target: str, code: str) -> tuple[ModuleType, set[str]]:
         sys.modules[name] = module
         try:
             spec.loader.exec_module(module)
-        except Exception as exc:
+        except (Exception, SystemExit) as exc:  # sys.exit() in it must not end the app's worker
             sys.modules.pop(name, None)
             raise _failure(f"importing {path.name}", exc, {real}) from None
         finally:
@@ -95,7 +98,7 @@ def import_target(target: str, code: str) -> tuple[ModuleType, set[str]]:
         if exc.name and (target == exc.name or target.startswith(exc.name + ".")):
             raise ModelSpecError(f"{code}: no module named {exc.name!r} (not on sys.path)") from None
         raise _failure(f"importing {target}", exc, set()) from None
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:
         raise _failure(f"importing {target}", exc, set()) from None
     real = os.path.realpath(module.__file__) if getattr(module, "__file__", None) else ""
     return module, {real} if real else set()
@@ -120,7 +123,7 @@ def build(code: str) -> tuple[nn.Module, str]:
         )
     try:
         model = fn()
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:
         raise _failure(f"{func}()", exc, files) from None
     if not isinstance(model, nn.Module):
         raise ModelSpecError(f"{code}: {func}() returned a {type(model).__name__}, not a torch nn.Module")

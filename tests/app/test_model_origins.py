@@ -79,7 +79,12 @@ def test_dropped_model_folder_goes_to_the_model_not_the_sources(qtbot, window, t
 
 
 def test_functions_in_lists_a_files_functions_without_running_it(tmp_path):
-    assert functions_in(FAULTY) == ["explode", "not_a_model", "deeper"]  # file order, build-like first
+    assert functions_in(FAULTY) == [
+        "explode",
+        "not_a_model",
+        "deeper",
+        "quits",
+    ]  # file order, build-like first
     assert functions_in(USER_MODELS / "inline_se.py")[:2] == ["build", "build_torchvision_se"]
     bad = tmp_path / "bad.py"
     bad.write_text("def (")

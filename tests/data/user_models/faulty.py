@@ -20,3 +20,7 @@ def deeper() -> nn.Module:
 
 def _helper(n: int) -> nn.Module:
     return nn.Conv2d(3, n, 3, padding="nonsense")  # helper-line
+
+
+def quits() -> nn.Module:
+    raise SystemExit("bye")  # quits-line
