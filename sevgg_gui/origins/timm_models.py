@@ -205,7 +205,8 @@ def load(spec: str) -> LoadedModel:
             f"timm {name}, random initialisation",
             warning=f"Random weights ({spec}): predictions are meaningless; timm:{name} loads trained ones.",
         )
-    cfg = get_pretrained_cfg(name).to_dict()
+    found = get_pretrained_cfg(name)
+    cfg = found.to_dict() if found is not None else {"tag": None}
     if not (cfg.get("hf_hub_id") or cfg.get("url") or cfg.get("file")):
         trained = timm.list_pretrained(f"{arch}.*")
         others = f", or a trained variant: {', '.join(trained[:4])}" if trained else ""
