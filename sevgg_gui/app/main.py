@@ -20,7 +20,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--checkpoint",
         "-c",
         "--model",
-        help=".pth / .safetensors checkpoint, or pretrained:mobilenet_v3_small | vgg16:cbam | ... (see Model menu)",
+        help=".pth / .safetensors checkpoint, a model folder, or pretrained:mobilenet_v3_small | vgg16:cbam | "
+        "timm:seresnet50.a1_in1k | timm:NAME:random | ... (see Model menu)",
+    )
+    p.add_argument(
+        "--model-code",
+        metavar="FILE.py:FUNCTION",
+        help="build the model with your own code (FILE.py:FUNCTION or package.module:FUNCTION); "
+        "--checkpoint then names its weights",
     )
     p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default=None)
     p.add_argument("--frames", type=int, default=None, help="headless: process N frames, then exit")
@@ -91,7 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     else:
         settings = QSettings()
-    win = MainWindow(settings, checkpoint=args.checkpoint, device=args.device)
+    win = MainWindow(settings, checkpoint=args.checkpoint, device=args.device, model_code=args.model_code)
     if args.mode:
         win.charts.set_mode(args.mode)
         win.charts.mode_pinned = True  # an explicit view wins over the automatic one for flat gates
@@ -112,7 +119,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not headless:
         # First use: fetch ImageNet VGG16 in the background, checked once the model has loaded (the
         # check imports torchvision, which would keep the window from showing until it has loaded).
-        win.offer_download = args.checkpoint is None
+        win.offer_download = args.checkpoint is None and args.model_code is None
         if source:
             win.open_source(source)
         else:

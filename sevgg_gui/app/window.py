@@ -31,6 +31,7 @@ from PySide6.QtWidgets import (
 )
 
 from ..bundled import SAMPLES
+from ..model_specs import is_model_folder
 from ..pipeline import LatestSlot, SourcePump
 from ..sources import Frame, FrameSource, SourceError, is_camera_spec, open_source
 from .widgets.channel_view import ChannelView
@@ -114,6 +115,7 @@ class MainWindow(QMainWindow):
         checkpoint: str | None = None,
         device: str | None = None,
         load_model: bool = True,
+        model_code: str | None = None,
     ) -> None:
         super().__init__()
         self.settings = settings or QSettings("sevgg_gui", "sevgg-gui")
@@ -126,6 +128,7 @@ class MainWindow(QMainWindow):
         self.model_info: ModelInfo | None = None
         self.checkpoint = checkpoint
         self._requested_checkpoint = checkpoint
+        self.model_code = self._requested_model_code = model_code  # --model-code FILE.py:FUNCTION
         self.offer_download = False  # main(): fetch ImageNet VGG16 after the first model load if missing
         self.device = device or str(self.settings.value("device", "auto"))
         self.half = self.settings.value("half", False, type=bool)
@@ -164,7 +167,7 @@ class MainWindow(QMainWindow):
         self._open_request = 0  # the newest open request; late camera opens of older ones are dropped
         self.sourceEnded.connect(self._on_source_ended, queued)
         if load_model:
-            self.load_model(checkpoint)
+            self.load_model(checkpoint, model_code=model_code)
 
     # ================================================================== layout
     def _build_views(self) -> None:
@@ -295,6 +298,9 @@ class MainWindow(QMainWindow):
             a.triggered.connect(lambda _=False, sp=spec: self.load_model(sp))
             pick.addAction(a)
         act(m, "Open checkpoint…", self.open_checkpoint_dialog)
+        from .model_menu import add_origin_actions
+
+        add_origin_actions(self, m)
         m.addSeparator()
         group = QActionGroup(self)
         self.device_actions = {}
@@ -350,14 +356,17 @@ class MainWindow(QMainWindow):
         self.settings.sync()
 
     # ================================================================== model
-    def load_model(self, checkpoint: str | None, allow_download: bool = False) -> None:
-        self.statusBar().showMessage(
-            "Loading model…" if not checkpoint else f"Loading {Path(checkpoint).name}…"
-        )
+    def load_model(
+        self, checkpoint: str | None, allow_download: bool = False, model_code: str | None = None
+    ) -> None:
+        what = model_code.replace("\\", "/").rsplit("/", 1)[-1] if model_code else None
+        what = what or (Path(checkpoint).name if checkpoint else None)
+        self.statusBar().showMessage(f"Loading {what}…" if what else "Loading model…")
         self.progress.setRange(0, 0)
         self.progress.setVisible(True)
         self._requested_checkpoint = checkpoint
-        self.worker_thread.worker.load_model(checkpoint, self.device, self.half, allow_download)
+        self._requested_model_code = model_code
+        self.worker_thread.worker.load_model(checkpoint, self.device, self.half, allow_download, model_code)
 
     @Slot(object)
     def _on_model_described(self, info: ModelInfo) -> None:
@@ -371,6 +380,7 @@ class MainWindow(QMainWindow):
         self.progress.setVisible(False)
         self.model_info = info
         self.checkpoint = self._requested_checkpoint  # the spec to reload on a device change
+        self.model_code = self._requested_model_code
         self.model_panel.set_info(info)
         self.charts.set_blocks(
             info.blocks,
@@ -393,10 +403,13 @@ class MainWindow(QMainWindow):
             if not imagenet_vgg16_cached():
                 self.download_weights()  # first use: fetch ImageNet VGG16 in the background
         if info.warning:
+            from ..origins.loaded import RANDOM_WARNING  # torch is loaded by now
+
+            vgg = info.warning == RANDOM_WARNING  # only the VGG16-SE warning is answered by the download
             self.model_banner.show_text(
                 info.warning,
                 ("Open checkpoint…", self.open_checkpoint_dialog),
-                ("Download ImageNet VGG16", self.download_weights),
+                *([("Download ImageNet VGG16", self.download_weights)] if vgg else []),
             )
         else:
             self.model_banner.hide()
@@ -453,11 +466,11 @@ class MainWindow(QMainWindow):
 
     def set_device(self, device: str) -> None:
         self.device = device
-        self.load_model(self.checkpoint)
+        self.load_model(self.checkpoint, model_code=self.model_code)
 
     def toggle_half(self, on: bool) -> None:
         self.half = on
-        self.load_model(self.checkpoint)
+        self.load_model(self.checkpoint, model_code=self.model_code)
 
     # ================================================================== sources
     def open_source(self, spec: str, **options) -> bool:
@@ -793,10 +806,14 @@ class MainWindow(QMainWindow):
         """A dropped or chosen path: checkpoints load as models, NPZ files as class profiles,
         anything else opens as a source."""
         suffix = Path(path).suffix.lower()
-        if suffix in CHECKPOINT_SUFFIXES:
+        if suffix in CHECKPOINT_SUFFIXES or is_model_folder(path):
             self.load_model(path)
         elif suffix == ".npz":
             self.load_profiles(path)
+        elif suffix == ".py":  # the user's model code: asks for the function (and weights)
+            from .model_menu import open_model_code_file
+
+            open_model_code_file(self, path)
         else:
             self.open_source(path)
 
@@ -912,10 +929,15 @@ class MainWindow(QMainWindow):
             self.push_frame(qimage_to_rgb(QImage(md.imageData())), "dropped image")
             event.acceptProposedAction()
             return
-        ckpts = [p for p in paths if Path(p).suffix.lower() in CHECKPOINT_SUFFIXES]
+        ckpts = [p for p in paths if Path(p).suffix.lower() in CHECKPOINT_SUFFIXES or is_model_folder(p)]
         profiles = [p for p in paths if Path(p).suffix.lower() == ".npz"]
-        others = [p for p in paths if p not in ckpts and p not in profiles]
-        if ckpts:
+        code = [p for p in paths if Path(p).suffix.lower() == ".py"]
+        others = [p for p in paths if p not in ckpts and p not in profiles and p not in code]
+        if code:  # model code, with a dropped checkpoint as its weights
+            from .model_menu import open_model_code_file
+
+            open_model_code_file(self, code[0], weights=ckpts[0] if ckpts else None)
+        elif ckpts:
             self.load_model(ckpts[0])
         if profiles:
             self.load_profiles(profiles[0])

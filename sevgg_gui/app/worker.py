@@ -92,9 +92,16 @@ class InferenceWorker(QObject):
         self.frames.close()
 
     def load_model(
-        self, checkpoint: str | None, device: str = "auto", half: bool = False, allow_download: bool = False
+        self,
+        checkpoint: str | None,
+        device: str = "auto",
+        half: bool = False,
+        allow_download: bool = False,
+        model_code: str | None = None,
     ) -> None:
-        self.submit(lambda: self._load_model(checkpoint, device, half, allow_download))
+        """Load a model spec (and with ``model_code``, the user's architecture) on the worker thread;
+        modelLoaded or, keeping the current model, modelFailed with one line."""
+        self.submit(lambda: self._load_model(checkpoint, device, half, allow_download, model_code))
 
     def set_predictor(self, predictor: Any, info: ModelInfo) -> None:
         """Install a ready-made predictor (tests, or models built elsewhere)."""
@@ -207,9 +214,9 @@ class InferenceWorker(QObject):
         old, self.predictor = self.predictor, predictor
         if old is not None:
             old.close()  # no hooks left behind on the old model
-        if self.maps_block not in predictor.block_names:
-            self.maps_block = predictor.block_names[0]
-        predictor.set_maps_for([self.maps_block])
+        if self.maps_block not in predictor.block_names:  # a model without recorded blocks: None
+            self.maps_block = next(iter(predictor.block_names), None)
+        predictor.set_maps_for([self.maps_block] if self.maps_block else [])
         self._undescribed = info if not info.cost_table else None
         self._judge_gates = True
         self.modelLoaded.emit(info)
@@ -241,10 +248,17 @@ class InferenceWorker(QObject):
         self._describers = [t for t in self._describers if t.is_alive()] + [thread]
         thread.start()
 
-    def _load_model(self, checkpoint: str | None, device: str, half: bool, allow_download: bool) -> None:
+    def _load_model(
+        self, checkpoint: str | None, device: str, half: bool, allow_download: bool, model_code: str | None
+    ) -> None:
         try:
             predictor, info = build_predictor(
-                checkpoint, device=device, half=half, allow_download=allow_download, with_cost=False
+                checkpoint,
+                device=device,
+                half=half,
+                allow_download=allow_download,
+                with_cost=False,
+                model_code=model_code,
             )
         except Exception as exc:
             self.modelFailed.emit(_one_line(exc))
@@ -259,12 +273,13 @@ def build_predictor(
     half: bool = False,
     allow_download: bool = False,
     with_cost: bool = True,
+    model_code: str | None = None,
 ) -> tuple[Any, ModelInfo]:
     """Load a model through the core and wrap it in a Predictor (runs on the worker thread)."""
     from ..inference import Predictor
     from ..zoo import load_model
 
-    loaded = load_model(checkpoint, allow_download=allow_download)
+    loaded = load_model(checkpoint, allow_download=allow_download, model_code=model_code)
     predictor = Predictor(
         loaded.model, device=device, half=half, class_names=loaded.class_names, preprocess=loaded.preprocess()
     )

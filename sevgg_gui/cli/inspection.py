@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from .common import add_model_arguments, err, load, run_batch
+from .common import CHECKPOINT_HELP, add_model_arguments, add_model_code_argument, err, load, run_batch
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -17,7 +17,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     from ..taps import attention_blocks, example_input
 
     reduction: int | None
-    if args.checkpoint:
+    if args.checkpoint or args.model_code:
         loaded = load(args)
         model, provenance = loaded.model, loaded.provenance
         num_classes = (
@@ -147,7 +147,8 @@ def cmd_fetch_weights(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("info", help="architecture, the SE parameter table and FLOPs")
-    p.add_argument("--checkpoint", "-c")
+    p.add_argument("--checkpoint", "-c", help=CHECKPOINT_HELP)
+    add_model_code_argument(p)
     p.add_argument("--num-classes", type=int, default=1000)
     p.add_argument("--reduction", type=int, default=16)
     p.add_argument("--input-size", type=int, default=None, help="default: the model's own (224)")

@@ -441,16 +441,18 @@ def _export_trained(
 
 
 def export_spec(
-    spec: str,
+    spec: str | None,
     out: str | os.PathLike[str],
     *,
     with_excitations: bool = False,
     opset: int = DEFAULT_OPSET,
     input_size: int | None = None,
     check: bool = True,
+    model_code: str | None = None,
 ) -> ExportReport:
-    """Export any model spec the app and CLI open: a checkpoint path, ``pretrained:<torchvision name>``
-    or ``vgg16:<attention>`` (see :func:`~sevgg_gui.zoo.load_model`).
+    """Export any model spec the app and CLI open: a checkpoint path, ``pretrained:<torchvision name>``,
+    ``vgg16:<attention>``, ``timm:<name>``, a model folder, or ``model_code`` with its weights (see
+    :func:`~sevgg_gui.zoo.load_model`).
 
     A `sevgg train` checkpoint goes through :func:`export_checkpoint` (its own metadata); anything else
     through ``load_model``, whose class names, preprocessing statistics and crop size go into the
@@ -459,12 +461,10 @@ def export_spec(
     from ..checkpoints import CheckpointError
     from ..zoo import load_model
 
-    if not spec.startswith(("pretrained:", "vgg16:")):
+    if spec is not None and not model_code and Path(spec).is_file():
         try:
             opened = _open_trained(spec)
         except CheckpointError as exc:
-            if not Path(spec).is_file():
-                raise
             first = exc
         else:
             return _export_trained(opened, out, with_excitations, opset, input_size, check)
@@ -473,11 +473,11 @@ def export_spec(
         except CheckpointError:
             raise first from None
     else:
-        loaded = load_model(spec)
+        loaded = load_model(spec, model_code=model_code)
     pre = loaded.preprocess()
     meta: dict[str, Any] = {
         "class_names": loaded.class_names or [],
-        "source": Path(spec).name if Path(spec).is_file() else spec,
+        "source": (Path(spec).name if Path(spec).exists() else spec) if spec else str(model_code),
         "provenance": str(loaded.provenance),
         "mean": list(pre.mean),
         "std": list(pre.std),
