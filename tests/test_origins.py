@@ -15,6 +15,7 @@ import torch
 
 timm = pytest.importorskip("timm")
 
+from sevgg_gui.bundled import SAMPLES  # noqa: E402
 from sevgg_gui.checkpoints import CheckpointError  # noqa: E402
 from sevgg_gui.cli import main  # noqa: E402
 from sevgg_gui.origins.timm_models import parse_spec  # noqa: E402
@@ -24,7 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 USER_MODELS = REPO / "tests" / "data" / "user_models"
 INLINE = f"{USER_MODELS / 'inline_se.py'}:build"
 FAULTY = USER_MODELS / "faulty.py"
-PHOTO = REPO / "resources" / "samples" / "chelsea.png"
+PHOTO = SAMPLES / "chelsea.png"
 SMALL = "mobilenetv3_small_050"  # 1.6M parameters, SE blocks: the cheapest timm SE network
 
 
