@@ -306,6 +306,33 @@ def test_imagenet_init_offline_is_one_line(tiny_folder: Path, tmp_path: Path, mo
     assert "\n" not in err and "not cached" in err and "--init random" in err and "Traceback" not in err
 
 
+@pytest.mark.parametrize(
+    ("argv", "lrs", "why"),
+    [
+        (["--init", "random"], (1e-3, 1e-3), "random init: from-scratch rates"),
+        (["--width", "0.125"], (1e-3, 1e-3), "random init"),  # a slim model defaults to random init
+        (["--init", "imagenet"], (1e-5, 1e-4), "ImageNet init: the article's fine-tuning rates"),
+        (["--init", "run.pth"], (1e-5, 1e-4), "checkpoint init"),
+        (["--init", "random", "--lr-head", "5e-4"], (1e-3, 5e-4), "head as given, the other by random"),
+        (["--init", "imagenet", "--lr-backbone", "2e-5", "--lr-head", "3e-4"], (2e-5, 3e-4), "as given"),
+        (["--init", "random", "--lr-backbone", "1e-5", "--lr-head", "1e-4"], (1e-5, 1e-4), "as given"),
+    ],
+)
+def test_learning_rate_defaults_follow_the_init_and_flags_win(argv: list[str], lrs, why: str) -> None:
+    """The article's fine-tuning rates (1e-5/1e-4) only where a backbone already learned something; the
+    resolution from the command line to the run's config, no training needed."""
+    from sevgg_gui.cli import build_parser
+    from sevgg_gui.training.cli_args import explicit_train_options
+    from sevgg_gui.training.train import learning_rate_note, resolve_config
+
+    args = build_parser().parse_args(["train", "--data", "somewhere", *argv])
+    given = TrainConfig(**explicit_train_options(args))
+    resolved = resolve_config(given)
+    assert (resolved.lr_backbone, resolved.lr_head) == lrs
+    note = learning_rate_note(given, resolved)
+    assert note.startswith(f"lr {lrs[0]:g}/{lrs[1]:g} (backbone/head") and why in note
+
+
 def test_lr_schedule() -> None:
     f = [lr_factor(s, 10, 2, 0.1) for s in range(10)]
     assert f[0] == 0.5 and f[1] == 1.0 and f[2] == 1.0  # warm-up, then the cosine starts at 1
