@@ -11,11 +11,14 @@ import torch
 from PIL import Image
 
 from sevgg_gui.analysis_classwise import (
+    ClassProfiles,
     _RunningClassStats,
     analyze_checkpoint,
     checkpoint_dataset,
     class_profile,
+    class_profile_panels,
     load_class_profiles,
+    plot_class_profiles,
 )
 from sevgg_gui.checkpoints import save_checkpoint
 from sevgg_gui.cli import main
@@ -128,10 +131,11 @@ def test_cli_analyze_writes_npz_and_png(
 ) -> None:
     out, png = tmp_path / "stats.npz", tmp_path / "profiles.png"
     rc = main(["analyze", "--data", fmnist, "-c", str(slim_ckpt), "--out", str(out), "--png", str(png),
-               "--limit", "40", "--cache-dir", cache, "--device", "cpu", "--zoom"])  # fmt: skip
+               "--limit", "40", "--cache-dir", cache, "--device", "cpu"])  # fmt: skip
     assert rc == 0
     text = capsys.readouterr().out
     assert "5 blocks x 10 classes over 40 test images" in text and "between-class spread" in text
+    assert "plot (delta view)" in text  # the default: differences from the all-class mean
     assert load_class_profiles(out)["blocks"]["features.4"]["count"].sum() == 40
     with Image.open(png) as im:
         assert im.size[0] > 600 and im.size[1] > 500
@@ -162,3 +166,45 @@ def test_meta_copy_shares_no_storage_and_gives_the_same_cost() -> None:
     assert model_cost(shadow, (32, 32)) == model_cost(model, (32, 32))
     with torch.no_grad():
         assert model(torch.randn(1, 3, 32, 32)).shape == (1, 3)  # the original is untouched
+
+
+def _small_spread_profiles() -> ClassProfiles:
+    """Gates 0.5 +- 0.01 by class (what a briefly trained model shows), class 3 never seen (NaN)."""
+    from collections import OrderedDict
+
+    rng = np.random.default_rng(0)
+    mean = 0.5 + 0.01 * rng.standard_normal((4, 12))
+    mean[3] = np.nan
+    od = OrderedDict(b=mean)
+    return ClassProfiles(
+        ["a", "b", "c", "d"], od, OrderedDict(b=np.zeros_like(mean)), OrderedDict(b=np.ones(4))
+    )
+
+
+def test_default_profile_view_shows_small_differences() -> None:
+    prof = _small_spread_profiles()
+    panels, title = class_profile_panels(prof)  # default: delta
+    (panel,) = panels
+    assert "minus the mean over all classes" in title and "all-class mean" in panel.ylabel
+    ys = np.stack([np.asarray(s.y) for s in panel.series])
+    seen = prof.mean["b"][:3]
+    np.testing.assert_allclose(ys[:3], seen - seen.mean(axis=0), atol=1e-12)  # float64 throughout
+    assert np.isnan(ys[3]).all()  # an unseen class draws nothing and does not shift the others
+    lo, hi = panel.ylim
+    spread = float(np.nanmax(np.abs(ys)))
+    assert lo == -hi and spread < hi <= 1.2 * spread  # fitted: the lines fill the panel's height
+    assert panel.hline == 0.0
+    # The 0..1 view stays available, and the fitted one; an unknown view is one clear error.
+    (absolute,), abs_title = class_profile_panels(prof, view="absolute")
+    assert absolute.ylim == (0.0, 1.0) and "0..1" in abs_title
+    (fitted,), _ = class_profile_panels(prof, view="fitted")
+    assert fitted.ylim is None and "fitted" in fitted.ylabel
+    with pytest.raises(ValueError, match="unknown view"):
+        class_profile_panels(prof, view="log")
+
+
+@pytest.mark.parametrize("view", ["delta", "absolute"])
+def test_profile_png_is_drawn_for_each_view(view: str, tmp_path: Path) -> None:
+    path = plot_class_profiles(_small_spread_profiles(), tmp_path / f"{view}.png", view=view)
+    with Image.open(path) as im:
+        assert im.size[0] > 300 and len(im.convert("RGB").getcolors(1 << 16) or []) > 8

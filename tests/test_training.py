@@ -501,6 +501,16 @@ def test_cli_train_resume_and_eval(tiny_folder: Path, tmp_path: Path, capsys) ->
     assert "\n" not in capsys.readouterr().err.strip()
 
 
+def test_confusion_title_keeps_the_value_apart_from_top_1() -> None:
+    """ "top-1 35.9%" read as "top-135.9%" in the plot's title font: a word now stands between them."""
+    from types import SimpleNamespace
+
+    from sevgg_gui.training.evaluate import confusion_title
+
+    report = SimpleNamespace(split="test", sums=SimpleNamespace(top1=0.359, n=300))
+    assert confusion_title(report) == "test split: top-1 accuracy 35.9% on 300 images"
+
+
 def test_full_size_vgg16_se_checkpoint_opens_in_the_app(tiny_folder: Path, tmp_path: Path) -> None:
     """The real VGG16_SE: what `sevgg train` writes is a plain load_checkpoint file with class names and
     input size (the app preprocesses at the trained size)."""
