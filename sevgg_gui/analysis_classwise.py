@@ -490,7 +490,7 @@ def class_profile_panels(
                     title=f"{title}, spread ±{half / 1.1:.2g}",
                     series=[Series(names[k], delta[k]) for k in idx],
                     xlabel="channel",
-                    ylabel="gate − all-class mean",
+                    ylabel="gate - all-class mean",  # ASCII minus: PIL's default font has no U+2212
                     ylim=(-half, half),
                     hline=0.0,
                 )
