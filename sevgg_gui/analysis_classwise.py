@@ -15,6 +15,7 @@ Plots use matplotlib when installed, else PIL (:func:`plot_line_panels`, also us
 from __future__ import annotations
 
 import os
+import warnings
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -274,6 +275,7 @@ class Panel:
     xlabel: str = ""
     ylabel: str = ""
     ylim: tuple[float, float] | None = None
+    hline: float | None = None  # a reference level drawn across the panel (e.g. 0 for differences)
 
 
 def plot_line_panels(panels: Sequence[Panel], path: str | os.PathLike[str], *, title: str = "") -> Path:
@@ -319,14 +321,21 @@ def _panels_matplotlib(panels: Sequence[Panel], path: Path, title: str) -> None:
         ax.set_ylabel(panel.ylabel, fontsize=8)
         if panel.ylim:
             ax.set_ylim(*panel.ylim)
+        if panel.hline is not None:
+            ax.axhline(panel.hline, color="0.45", lw=0.8, ls="--", zorder=0)
         ax.tick_params(labelsize=7)
     for ax in list(axes.flat)[len(panels) :]:
         ax.axis("off")
     handles, labels = axes.flat[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="upper center", ncol=min(10, len(labels)), fontsize=7, frameon=False)
     if title:
         fig.suptitle(title, y=0.995, fontsize=10)
-    fig.tight_layout(rect=(0, 0, 1, 0.93))
+    # The legend goes below the title (both at "upper center" they overprinted each other).
+    legend_top = 0.955 if title else 0.995
+    fig.legend(
+        handles, labels, loc="upper center", bbox_to_anchor=(0.5, legend_top), ncol=min(10, len(labels)),
+        fontsize=7, frameon=False,
+    )  # fmt: skip
+    fig.tight_layout(rect=(0, 0, 1, legend_top - 0.04))
     fig.savefig(path)
     plt.close(fig)
 
@@ -382,6 +391,9 @@ def _panels_pil(panels: Sequence[Panel], path: Path, title: str) -> None:
             _, py = to_px(xmin, yv)
             draw.line([left, py, right, py], fill=(232, 232, 232))
             draw.text((ox + 4, py - 6), _fmt(yv), fill="black", font=small)
+        if panel.hline is not None and ymin <= panel.hline <= ymax:
+            _, py = to_px(xmin, panel.hline)
+            draw.line([left, py, right, py], fill=(150, 150, 150))
         draw.rectangle([left, ptop, right, bottom], outline=(90, 90, 90))
         for frac in (0.0, 0.5, 1.0):
             xv = xmin + frac * (xmax - xmin)
@@ -436,16 +448,24 @@ def _extent(y: np.ndarray, band: Sequence[float] | None) -> list[float]:
     return [float(v) for v in vals[np.isfinite(vals)]]
 
 
-def plot_class_profiles(
+PROFILE_VIEWS: tuple[str, ...] = ("delta", "fitted", "absolute")
+
+
+def class_profile_panels(
     profiles: ClassProfiles | Mapping[str, Any],
-    path: str | os.PathLike[str],
     *,
     classes: Sequence[str | int] | None = None,
     max_classes: int = 10,
-    zoom: bool = False,
-) -> Path:
-    """One panel per block, one line per class: mean gate (y) over channel index (x); the y axis spans
-    the gate's range 0..1, or with ``zoom`` the data (gates that barely leave 0.5 still show apart)."""
+    view: str = "delta",
+) -> tuple[list[Panel], str]:
+    """The panels (one per block, one line per class) and the figure title of a class-profile plot.
+
+    ``view``: ``delta`` (default) draws each class's mean gate minus the mean over all classes, on a
+    symmetric axis fitted to the data, so classes that differ by 0.01 show apart instead of as one flat
+    line at 0.5; ``fitted`` the mean gates on an axis fitted to them; ``absolute`` on the gate's 0..1.
+    """
+    if view not in PROFILE_VIEWS:
+        raise ValueError(f"unknown view {view!r}: use {', '.join(PROFILE_VIEWS)}")
     if isinstance(profiles, ClassProfiles):
         names, blocks = profiles.classes, {b: {"mean": profiles.mean[b]} for b in profiles.blocks}
     else:
@@ -454,17 +474,60 @@ def plot_class_profiles(
         idx = list(range(min(max_classes, len(names))))
     else:
         idx = [c if isinstance(c, int) else names.index(c) for c in classes]
-    panels = [
-        Panel(
-            title=f"SE{i} {b} ({entry['mean'].shape[1]} channels)",
-            series=[Series(names[k], entry["mean"][k]) for k in idx],
-            xlabel="channel",
-            ylabel="mean excitation",
-            ylim=None if zoom else (0.0, 1.0),
-        )
-        for i, (b, entry) in enumerate(blocks.items(), 1)
-    ]
-    return plot_line_panels(panels, path, title="Mean excitation per class and block")
+    panels: list[Panel] = []
+    for i, (b, entry) in enumerate(blocks.items(), 1):
+        mean = np.asarray(entry["mean"], dtype=float)
+        title = f"SE{i} {b} ({mean.shape[1]} channels)"
+        if view == "delta":
+            with np.errstate(all="ignore"), warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # a channel no class has seen: NaN
+                delta = mean - np.nanmean(mean, axis=0, keepdims=True)  # classes absent: NaN rows
+            shown = delta[idx]
+            half = float(np.nanmax(np.abs(shown))) if np.isfinite(shown).any() else 0.0
+            half = max(half, 1e-6) * 1.1
+            panels.append(
+                Panel(
+                    title=f"{title}, spread ±{half / 1.1:.2g}",
+                    series=[Series(names[k], delta[k]) for k in idx],
+                    xlabel="channel",
+                    ylabel="gate - all-class mean",  # ASCII minus: PIL's default font has no U+2212
+                    ylim=(-half, half),
+                    hline=0.0,
+                )
+            )
+        else:
+            panels.append(
+                Panel(
+                    title=title,
+                    series=[Series(names[k], mean[k]) for k in idx],
+                    xlabel="channel",
+                    ylabel="mean gate (axis fitted)" if view == "fitted" else "mean gate",
+                    ylim=None if view == "fitted" else (0.0, 1.0),
+                )
+            )
+    title = {
+        "delta": "Mean excitation per class minus the mean over all classes (y axis fitted per block)",
+        "fitted": "Mean excitation per class and block (y axis fitted to the data)",
+        "absolute": "Mean excitation per class and block (y axis: the gate's 0..1)",
+    }[view]
+    return panels, title
+
+
+def plot_class_profiles(
+    profiles: ClassProfiles | Mapping[str, Any],
+    path: str | os.PathLike[str],
+    *,
+    classes: Sequence[str | int] | None = None,
+    max_classes: int = 10,
+    view: str = "delta",
+    zoom: bool = False,
+) -> Path:
+    """One panel per block, one line per class, drawn as :func:`class_profile_panels` describes
+    (``zoom=True`` is the older spelling of ``view="fitted"``)."""
+    panels, title = class_profile_panels(
+        profiles, classes=classes, max_classes=max_classes, view="fitted" if zoom else view
+    )
+    return plot_line_panels(panels, path, title=title)
 
 
 def spread_summary(profiles: ClassProfiles) -> list[tuple[str, float]]:

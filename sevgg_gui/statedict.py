@@ -37,7 +37,23 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
 
 
 # ------------------------------------------------------------------------------------------ reading
+def _is_torchscript(path: Path) -> bool:
+    """A ``torch.jit.save`` archive: a torch zip with a ``constants.pkl`` record (torch's own test)."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            return any(n.rpartition("/")[2] == "constants.pkl" for n in z.namelist())
+    except (zipfile.BadZipFile, OSError):
+        return False
+
+
 def _torch_load(path: Path) -> Any:
+    # Refused before torch.load sees it: torch would print its own warning line about dispatching to
+    # torch.jit.load first, and then refuse anyway (weights_only cannot load code).
+    if _is_torchscript(path):
+        raise CheckpointError(
+            f"{path.name}: a TorchScript archive (torch.jit.save), which holds code, not just tensors; "
+            "save the weights with torch.save(model.state_dict(), PATH) instead"
+        )
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises UnpicklingError, RuntimeError, EOFError, BadZipFile...

@@ -423,3 +423,33 @@ def test_text_file_is_named_for_what_it_is(tmp_path):
     path.write_text("these are my training notes, not weights\n")
     with pytest.raises(CheckpointError, match="neither a torch zip archive nor a readable pickle"):
         load_checkpoint(path)
+
+
+def test_torchscript_archive_gives_only_our_line(tmp_path: Path) -> None:
+    """A torch.jit.save file: refused with one line of ours, without torch's own warning line first."""
+    import subprocess
+    import sys
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.jit.script's deprecation notice
+        scripted = torch.jit.script(nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU()))
+    path = tmp_path / "scripted.pt"
+    scripted.save(str(path))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # any warning on the way fails the test
+        with pytest.raises(CheckpointError, match="TorchScript") as info:
+            read_state_dict(path)
+    assert one_line(str(info.value)) and "scripted.pt" in str(info.value)
+
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(repo), "OMP_NUM_THREADS": "1"}
+    env.pop("SEVGG_DEBUG", None)
+    proc = subprocess.run(
+        [sys.executable, "-m", "sevgg_gui.cli", "info", "--checkpoint", str(path)],
+        env=env, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 1 and proc.stdout == ""
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert "TorchScript" in lines[0] and "state_dict" in lines[0]

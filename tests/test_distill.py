@@ -77,9 +77,12 @@ def test_distilled_slim_student_learns_and_reloads(
     teacher: Path, fmnist: str, cache: str, tmp_path: Path
 ) -> None:
     out = tmp_path / "student.pth"
+    # lr 1e-3: with 2e-3 the 1/16-width student sometimes stalls at chance (one of five runs whose
+    # initial weights were nudged by 1e-6 relative, a stand-in for another CPU's rounding: 10% val top-1,
+    # the others 18-19%); at 1e-3 the same five ended at 19.5-23.5%.
     cfg = DistillConfig(
         teacher=str(teacher), data=fmnist, out=str(out), student_width=0.0625, epochs=3, limit=512,
-        val_limit=200, batch_size=32, lr=2e-3, dropout=0.0, augment="none", cache_dir=cache, device="cpu",
+        val_limit=200, batch_size=32, lr=1e-3, dropout=0.0, augment="none", cache_dir=cache, device="cpu",
     )  # fmt: skip
     lines: list[str] = []
     result = distill(cfg, log=lines.append)

@@ -54,6 +54,29 @@ def load_report(model: nn.Module, torchvision_model: nn.Module) -> tuple[list[st
     return list(result.missing_keys), list(result.unexpected_keys)
 
 
+# ---------------------------------------------------------------------------------------- all networks
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda: vgg16_attention("bam", num_classes=10, width=0.0625),
+        lambda: se_resnet18(num_classes=10, attention="bam"),
+        lambda: se_inception(num_classes=10, attention="bam"),
+        lambda: se_mobilenet(num_classes=10, attention="bam"),
+    ],
+    ids=["vgg16", "resnet18", "inception", "mobilenet"],
+)
+def test_no_conv_or_linear_before_a_batchnorm_has_a_bias(build) -> None:
+    """BatchNorm cancels a bias added right before it (zero gradient in exact arithmetic): no network,
+    trunk or attention, carries one."""
+    from test_attention import layers_feeding_batchnorm
+
+    torch.manual_seed(0)
+    model = build().eval()
+    fed = layers_feeding_batchnorm(model, torch.randn(2, 3, 32, 32))
+    assert fed  # BAM's BatchNorms at least: the check is not vacuous
+    assert [n for n, layer in fed if layer.bias is not None] == []
+
+
 # ---------------------------------------------------------------------------------------- VGG16
 def test_vgg16_attention_se_is_vgg16_se_key_for_key(se10: nn.Module, x32: torch.Tensor) -> None:
     torch.manual_seed(0)

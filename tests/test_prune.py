@@ -41,11 +41,15 @@ def cache(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 @pytest.fixture(scope="module")
 def trained(fmnist: str, cache: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A slim VGG16-SE trained for one epoch on 512 real Fashion-MNIST images (what sevgg train writes)."""
+    """A slim VGG16-SE trained for two epochs on 512 real Fashion-MNIST images (what sevgg train writes).
+
+    Two epochs at 1e-3 give 28-30% test top-1 whether or not the initial weights are nudged by 1e-6
+    (relative; a stand-in for another CPU's rounding), where one epoch at 2e-3 gave 17-19%, too close to
+    the "above chance" check below to hold on every machine."""
     out = tmp_path_factory.mktemp("prune-run") / "slim.pth"
     cfg = TrainConfig(
-        data=fmnist, out=str(out), cache_dir=cache, width=0.125, init="random", epochs=1, limit=512,
-        val_limit=100, batch_size=32, lr_backbone=2e-3, lr_head=2e-3, augment="none", dropout=0.0, seed=0,
+        data=fmnist, out=str(out), cache_dir=cache, width=0.125, init="random", epochs=2, limit=512,
+        val_limit=100, batch_size=32, lr_backbone=1e-3, lr_head=1e-3, augment="none", dropout=0.0, seed=0,
     )  # fmt: skip
     train(cfg, log=lambda _: None)
     return out
@@ -146,7 +150,7 @@ def test_excitation_criterion_and_the_pruned_checkpoint(
     with ExcitationRecorder(model) as rec, torch.no_grad():
         model(xs)
         direct = {k: v.double().mean(0) for k, v in rec.excitations.items()}
-    for k, v in direct.items():
+    for k, v in direct.items():  # batches of 40 + 24 against one of 64: float32 gates, a few ulps apart
         torch.testing.assert_close(gates[k], v, atol=1e-6, rtol=0)
     scores = excitation_scores(model, gates)
     keep = plan_pruning(model, 0.5, scores, scope="se")
@@ -167,7 +171,7 @@ def test_excitation_criterion_and_the_pruned_checkpoint(
     )  # fmt: skip
     b, a = report.before, report.after
     assert a.params < b.params and a.macs < b.macs and a.latency_ms > 0
-    assert 0.0 <= a.top1 <= 1.0 and b.top1 > 0.15  # one epoch on 512 images is well above chance
+    assert 0.0 <= a.top1 <= 1.0 and b.top1 > 0.15  # 28-30% measured (see `trained`); chance is 10%
     assert report.eval_images == 100 and a.widths == [w - w // 4 for w in b.widths]
     # The checkpoint rebuilds the same smaller network, through the trainer's loader and the app's.
     reloaded, rmeta = load_trained(out)

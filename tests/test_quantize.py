@@ -90,6 +90,14 @@ def test_static_int8_is_small_agrees_and_keeps_the_gates(
         _initializer_bytes(out, onnx.TensorProto.INT8)
         > 0.95 * _initializer_bytes(trained_onnx, onnx.TensorProto.FLOAT) / 4
     )
+    # 7-bit weights: a pair of u8 x s8 products fits 16 bits (255 * 64 * 2 < 32767), so CPUs whose int8
+    # kernels saturate there (x86 without VNNI) compute what this one does and the bounds below hold.
+    weights = [
+        onnx.numpy_helper.to_array(t)
+        for t in onnx.load(str(out)).graph.initializer
+        if t.data_type == onnx.TensorProto.INT8 and len(t.dims) >= 2
+    ]
+    assert weights and max(int(np.abs(w.astype(np.int32)).max()) for w in weights) <= 64
     # Fidelity on 300 held-out test images (the float model gets ~57%).
     assert report.eval_images == 300 and report.calib_images == 128
     assert report.agreement is not None and report.agreement >= 0.9, report.to_dict()

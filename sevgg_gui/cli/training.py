@@ -70,7 +70,10 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     if args.png:
         classes = [c.strip() for c in args.classes.split(",")] if args.classes else None
         picked = [int(c) if c.isdigit() else c for c in classes] if classes else None
-        print(f"plot written to {plot_class_profiles(prof, args.png, classes=picked, zoom=args.zoom)}")
+        view = "fitted" if args.zoom else args.view
+        print(
+            f"plot ({view} view) written to {plot_class_profiles(prof, args.png, classes=picked, view=view)}"
+        )
     return 0
 
 
@@ -140,7 +143,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", "-o", required=True, metavar="STATS.npz")
     p.add_argument("--png", metavar="PLOT.png", help="one panel per block, one line per class")
     p.add_argument("--classes", help="comma-separated class names or indices to plot (default: first 10)")
-    p.add_argument("--zoom", action="store_true", help="y axis spans the data instead of the gate's 0..1")
+    p.add_argument(
+        "--view",
+        choices=["delta", "fitted", "absolute"],
+        default="delta",
+        help="delta (default): each class minus the all-class mean, axis fitted, so small differences "
+        "show; fitted: the mean gates on an axis fitted to them; absolute: on the gate's 0..1",
+    )
+    p.add_argument("--zoom", action="store_true", help="same as --view fitted (older spelling)")
     p.add_argument("--split", choices=["test", "val", "train"], default="test")
     p.add_argument("--limit", type=int, metavar="N", help="use N images (class-balanced)")
     p.add_argument("--batch-size", type=int, default=128)

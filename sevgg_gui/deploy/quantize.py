@@ -322,6 +322,7 @@ def quantize_file(
                 nodes_to_exclude=keep,
                 per_channel=per_channel,
                 weight_type=QuantType.QInt8,
+                reduce_range=True,  # 7-bit weights: see quantize_static below
             )
             return
         if reader is None or len(reader) == 0:
@@ -340,6 +341,11 @@ def quantize_file(
             per_channel=per_channel,
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
+            # Weights in [-64, 64]: on x86 CPUs without VNNI, onnxruntime's u8 x s8 kernels add pairs of
+            # products in 16 bits with saturation (255 * 127 * 2 > 32767); with 7-bit weights a pair
+            # stays below 32767, so every CPU sums the integers exactly (VNNI or not). Measured on
+            # the tests' Fashion-MNIST model: same agreement with fp32 (97.7%), gate drift 0.0032 vs 0.0033.
+            reduce_range=True,
             calibrate_method=method,
             nodes_to_exclude=_logit_layers(pre, op_types),
             extra_options={"CalibStridedMinMax": 1},  # one batch per stride: bounded memory

@@ -135,7 +135,8 @@ class BAM(nn.Module):
     ``M_c = BN(MLP(AvgPool(F)))`` with a *global* average pool (the reference code pools with a fixed
     kernel of the map size; the adaptive pool is identical and works at any size). ``M_s`` is the
     paper's 1x1 reduce -> two dilated ``kernel_size`` convs (dilation 4) -> 1x1 to one map -> BN; the
-    padding keeps every size, 1x1 included. BatchNorm makes training need batches of 2 or more.
+    padding keeps every size, 1x1 included. BatchNorm makes training need batches of 2 or more; the
+    layers feeding a BatchNorm carry no bias (the reference code's are dead weight: BN cancels them).
 
     The 3-D attention ``sigmoid(M_c + M_s)`` does not factor into a channel and a spatial part, so what
     is recorded are its exact marginals: ``gate`` = its spatial mean per channel (B, C, 1, 1),
@@ -160,23 +161,25 @@ class BAM(nn.Module):
         pad = dilation * (k - 1) // 2
         self.channels, self.reduction, self.dilation = channels, reduction, dilation
         self.avg_pool = nn.AdaptiveAvgPool2d(1)
+        # Every layer that feeds a BatchNorm has no bias: BN subtracts the batch mean, so a bias there
+        # cancels exactly (zero gradient in exact arithmetic) and BN's own shift takes its place.
         self.channel_mlp = nn.Sequential(
             nn.Linear(channels, hidden),
             nn.ReLU(inplace=True),
-            nn.Linear(hidden, channels),
+            nn.Linear(hidden, channels, bias=False),
             nn.BatchNorm1d(channels),
         )
         self.spatial = nn.Sequential(
-            nn.Conv2d(channels, hidden, 1),
+            nn.Conv2d(channels, hidden, 1, bias=False),
             nn.BatchNorm2d(hidden),
             nn.ReLU(inplace=True),
-            nn.Conv2d(hidden, hidden, k, padding=pad, dilation=dilation),
+            nn.Conv2d(hidden, hidden, k, padding=pad, dilation=dilation, bias=False),
             nn.BatchNorm2d(hidden),
             nn.ReLU(inplace=True),
-            nn.Conv2d(hidden, hidden, k, padding=pad, dilation=dilation),
+            nn.Conv2d(hidden, hidden, k, padding=pad, dilation=dilation, bias=False),
             nn.BatchNorm2d(hidden),
             nn.ReLU(inplace=True),
-            nn.Conv2d(hidden, 1, 1),
+            nn.Conv2d(hidden, 1, 1, bias=False),
             nn.BatchNorm2d(1),
         )
         self.attention = make_gate(gate)

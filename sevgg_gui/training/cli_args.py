@@ -61,8 +61,20 @@ _TRAIN_OPTIONS: list[tuple[str, dict[str, Any]]] = [
         {"type": int, "help": "gradient accumulation: effective batch = batch x steps (default 1)"},
     ),
     ("--optimizer", {"choices": ["adamw", "sgd"], "help": "default adamw"}),
-    ("--lr-backbone", {"type": float, "help": "learning rate of the conv backbone (default 1e-5)"}),
-    ("--lr-head", {"type": float, "help": "learning rate of SE blocks + classifier (default 1e-4)"}),
+    (
+        "--lr-backbone",
+        {
+            "type": float,
+            "help": "learning rate of the conv backbone (default 1e-3 with --init random, else 1e-5)",
+        },
+    ),
+    (
+        "--lr-head",
+        {
+            "type": float,
+            "help": "learning rate of SE blocks + classifier (default 1e-3 with --init random, else 1e-4)",
+        },
+    ),
     ("--momentum", {"type": float, "help": "SGD momentum (default 0.9)"}),
     ("--weight-decay", {"type": float, "help": "decoupled weight decay, biases excluded (default 0.01)"}),
     ("--dropout", {"type": float, "help": "classifier dropout (default 0.5)"}),

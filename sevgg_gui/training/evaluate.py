@@ -228,6 +228,12 @@ def _row_normalised(conf: torch.Tensor) -> torch.Tensor:
     return c / c.sum(dim=1, keepdim=True).clamp_min(1)
 
 
+def confusion_title(report: EvalReport) -> str:
+    """ "test split: top-1 accuracy 35.9% on 300 images": a word between "top-1" and the value, which
+    otherwise read as one number ("top-1 35.9%" looked like "top-135.9%" in a small title font)."""
+    return f"{report.split} split: top-1 accuracy {report.sums.top1:.1%} on {report.sums.n} images"
+
+
 def _confusion_matplotlib(report: EvalReport, path: Path) -> None:  # pragma: no cover - optional
     import matplotlib
 
@@ -244,7 +250,7 @@ def _confusion_matplotlib(report: EvalReport, path: Path) -> None:  # pragma: no
     ax.set_yticks(range(n), report.class_names, fontsize=8)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
-    ax.set_title(f"{report.split}: top-1 {report.sums.top1:.1%} ({report.sums.n} images)")
+    ax.set_title(confusion_title(report))
     if n <= 30:
         for i in range(n):
             for j in range(n):
@@ -280,7 +286,7 @@ def _confusion_pil(report: EvalReport, path: Path) -> None:
     draw = ImageDraw.Draw(img)
     draw.text(
         (8, 6),
-        f"{report.split}: top-1 {report.sums.top1:.1%} of {report.sums.n}  (rows true, cols predicted)",
+        f"{confusion_title(report)}  (rows true, cols predicted)",
         fill="black",
         font=font,
     )

@@ -63,8 +63,8 @@ class TrainConfig:
     batch_size: int = 64  # global: split over DDP ranks
     accum_steps: int = 1
     optimizer: str = "adamw"
-    lr_backbone: float = 1e-5
-    lr_head: float = 1e-4
+    lr_backbone: float | None = None  # None: by init, see default_learning_rates
+    lr_head: float | None = None
     momentum: float = 0.9
     weight_decay: float = 0.01
     dropout: float = 0.5
@@ -146,6 +146,36 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 # ----------------------------------------------------------------------------------------- config
+# The article's fine-tuning rates suit a backbone that already knows images; from random weights they
+# barely move it (measured, Fashion-MNIST 3,000 images, width 0.125, 2 epochs, 32 px: 10.0% test
+# top-1 with 1e-5/1e-4, i.e. chance, against 28.1% with 1e-3 for both; 3e-4 gave 16.7%, 3e-3 diverged).
+FINE_TUNE_LRS = (1e-5, 1e-4)
+FROM_SCRATCH_LRS = (1e-3, 1e-3)
+
+
+def default_learning_rates(init: str) -> tuple[float, float, str]:
+    """(backbone, head, why) for a run whose ``--init`` is ``init`` (already resolved)."""
+    if init == "random":
+        return (*FROM_SCRATCH_LRS, "random init: from-scratch rates")
+    return (
+        *FINE_TUNE_LRS,
+        f"{'ImageNet' if init == 'imagenet' else 'checkpoint'} init: the article's fine-tuning rates",
+    )
+
+
+def learning_rate_note(given: TrainConfig, resolved: TrainConfig, *, resumed: bool = False) -> str:
+    """Which learning rates a run uses and why, for its start line (``given``: before defaults)."""
+    rates = f"lr {resolved.lr_backbone:g}/{resolved.lr_head:g} (backbone/head"
+    if given.lr_backbone is not None and given.lr_head is not None:
+        return f"{rates}, as given)"
+    if resumed:
+        return f"{rates}, the resumed run's unless given)"
+    _, _, why = default_learning_rates(str(resolved.init))
+    if given.lr_backbone is None and given.lr_head is None:
+        return f"{rates}: {why})"
+    return f"{rates}: {'head' if given.lr_head is not None else 'backbone'} as given, the other by {why})"
+
+
 def resolve_config(cfg: TrainConfig) -> TrainConfig:
     """Fill derived defaults and reject contradictions with one line each."""
     if cfg.arch not in ARCHS:
@@ -167,7 +197,16 @@ def resolve_config(cfg: TrainConfig) -> TrainConfig:
     if cfg.amp not in ("auto", "fp16", "bf16", "off"):
         raise ValueError(f"unknown --amp {cfg.amp!r}: use auto, fp16, bf16 or off")
     log_csv = cfg.log_csv or str(Path(cfg.out).with_suffix(".csv"))
-    return replace(cfg, epochs=epochs, stages=stages, init=init, log_csv=log_csv)
+    lr_backbone, lr_head, _ = default_learning_rates(init)
+    return replace(
+        cfg,
+        epochs=epochs,
+        stages=stages,
+        init=init,
+        log_csv=log_csv,
+        lr_backbone=cfg.lr_backbone if cfg.lr_backbone is not None else lr_backbone,
+        lr_head=cfg.lr_head if cfg.lr_head is not None else lr_head,
+    )
 
 
 def merge_resumed(cfg: TrainConfig, saved: dict[str, Any], explicit: Iterable[str] | None) -> TrainConfig:
@@ -226,10 +265,13 @@ class Trainer:
         self._log = log
         self.stop_requested = False
         self.payload: dict[str, Any] | None = None
+        given = cfg
         if cfg.resume:
             self.payload = load_training_checkpoint(cfg.resume)
             cfg = merge_resumed(cfg, self.payload["config"], explicit)
-        self.cfg = cfg = resolve_config(cfg)
+        self.cfg = resolve_config(cfg)
+        self.lr_note = learning_rate_note(given, self.cfg, resumed=self.payload is not None)
+        cfg = self.cfg
         if not cfg.data:
             raise ValueError("--data is required (KIND:PATH or an ImageFolder folder)")
         world = self.info.world_size
@@ -541,6 +583,7 @@ class Trainer:
             f"{len(self.data.val or [])} val images at {self.data.input_size}px, "  # type: ignore[arg-type]
             f"batch {cfg.batch_size}x{cfg.accum_steps} on {self.device}"
             + (f" x{self.info.world_size} ranks" if self.info.enabled else "")
+            + f", {self.lr_note}"
         )
         if self.epoch >= cfg.epochs:
             self.log(
