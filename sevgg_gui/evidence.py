@@ -364,6 +364,33 @@ def cam_in_image(cam: np.ndarray, image_hw: tuple[int, int], preprocess: Preproc
     return out
 
 
+def overlay_image(
+    rgb: np.ndarray, cam_image: np.ndarray, *, alpha: float = 0.5, caption: str | None = None
+) -> np.ndarray:
+    """RGB uint8 picture of ``cam_in_image`` output over the image (jet, scaled to the map's maximum); the
+    pixels the model never saw (NaN) are dimmed. ``caption`` (ASCII) is written in the top-left corner."""
+    import cv2
+
+    out = np.asarray(rgb, np.float32).copy()
+    valid = np.isfinite(cam_image)
+    hi = float(np.nanmax(cam_image)) if valid.any() else 0.0
+    norm = np.where(valid, np.nan_to_num(cam_image) / hi if hi > 0 else 0.0, 0.0)
+    heat = cv2.applyColorMap(np.clip(norm * 255, 0, 255).astype(np.uint8), cv2.COLORMAP_JET)[..., ::-1]
+    out[valid] = (1 - alpha) * out[valid] + alpha * heat[valid]
+    out[~valid] *= 0.45
+    out = np.clip(out, 0, 255).astype(np.uint8)
+    if caption:
+        text = caption.encode("ascii", "replace").decode()
+        scale = max(0.4, out.shape[1] / 900)
+        thick = max(1, round(scale * 1.5))
+        (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thick)
+        cv2.rectangle(out, (0, 0), (tw + 8, th + base + 8), (0, 0, 0), -1)
+        cv2.putText(
+            out, text, (4, th + 4), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), thick, cv2.LINE_AA
+        )
+    return np.ascontiguousarray(out)
+
+
 def explain_image(
     predictor: Any,
     rgb: np.ndarray,
