@@ -433,3 +433,42 @@ def class_index_of(name_or_index: str | int, class_names: Sequence[str]) -> int:
         raise EvidenceError(f"no class named {text!r}")
     shown = ", ".join(class_names[i] for i in prefix[:4])
     raise EvidenceError(f"class {text!r} is ambiguous: {shown}{', …' if len(prefix) > 4 else ''}")
+
+
+@dataclass(frozen=True)
+class EvidenceRequest:
+    """What the live loop explains (plain data; the app replaces it, never mutates it)."""
+
+    class_index: int | None = None  # None: the frame's top-1
+    method: str = "gradcam"
+    layer: str | None = None  # None: the last convolutional block
+    block: str | None = None  # channel evidence of this block (None: the first attention block)
+
+
+class LiveEvidence:
+    """Called after each prediction on the worker thread while the overlay is on: explains the same frame
+    and puts the :class:`ClassEvidence` in ``result.evidence``; what it asks for that the current model
+    lacks (a block or layer of the previous model, a class index past its classes) falls back to the
+    defaults. A failure leaves ``result.evidence`` None and says why in ``result.meta["evidence_error"]``."""
+
+    def __init__(self, request: EvidenceRequest | None = None) -> None:
+        self.request = request or EvidenceRequest()
+
+    def __call__(self, predictor: Any, frame: Any, result: Any) -> None:
+        req = self.request
+        rec = predictor.recorder
+        blocks = [req.block] if req.block in rec.blocks else list(rec.blocks)[:1]
+        c = req.class_index
+        if c is None or not 0 <= c < len(predictor.class_names):
+            c = result.top1.index
+        layer = req.layer
+        if layer is not None and layer not in dict(predictor.model.named_modules()):
+            layer = None
+        try:
+            result.evidence = explain_image(
+                predictor, frame.rgb, c, method=req.method, layer=layer, blocks=blocks
+            )
+        except EvidenceError as exc:
+            result.meta["evidence_error"] = str(exc)
+            return
+        result.timings["evidence"] = result.evidence.ms
