@@ -82,12 +82,17 @@ class EvidencePanel(QWidget):
 class EvidenceMode(QObject):
     def __init__(self, window: MainWindow) -> None:
         super().__init__(window)
-        from ..evidence import EvidenceRequest, LiveEvidence
-
         self.window = window
         self.worker = window.worker_thread.worker
-        self.request = EvidenceRequest()
-        self.live = LiveEvidence(self.request)
+        # evidence.EvidenceRequest fields; the core (torch) is imported when the mode is first turned on,
+        # so the window still shows before torch loads.
+        self.request: dict[str, Any] = {
+            "class_index": None,
+            "method": "gradcam",
+            "layer": None,
+            "block": None,
+        }
+        self.live: Any = None  # evidence.LiveEvidence, in the worker's extras while on
         self.on = False
         self._rerun_queued = False
         self.class_names: list[str] = []
@@ -130,6 +135,10 @@ class EvidenceMode(QObject):
         self.on = on
         if self.panel.enable.isChecked() != on:
             self.panel.enable.setChecked(on)
+        if self.live is None:
+            from ..evidence import EvidenceRequest, LiveEvidence
+
+            self.live = LiveEvidence(EvidenceRequest(**self.request))
         live, extras = self.live, self.worker.extras
 
         def toggle() -> None:  # on the worker thread, between frames
@@ -158,10 +167,13 @@ class EvidenceMode(QObject):
         worker.submit(run)
 
     def _update_request(self, **changes: Any) -> None:
-        from dataclasses import replace
+        self.request = {**self.request, **changes}
+        live = self.live
+        if live is None:
+            return  # the request is built from these settings when the mode is first turned on
+        from ..evidence import EvidenceRequest
 
-        self.request = replace(self.request, **changes)
-        request, live = self.request, self.live
+        request = EvidenceRequest(**self.request)
         self.worker.submit(lambda: setattr(live, "request", request))
         if self.on:
             self._rerun()
@@ -235,6 +247,8 @@ class EvidenceMode(QObject):
         box.removeWidget(self.chart)
         box.insertWidget(box.indexOf(target) + 1, self.chart, 1)
         self._chart_after = target
+        if self.chart.isVisible():
+            self._reveal_chart()
 
     def _redraw(self) -> None:
         # The panel announces new options before it redraws its own bars: draw after it, in their order.
@@ -278,7 +292,23 @@ class EvidenceMode(QObject):
         self.chart.show_evidence(block, ev.evidence[block], ev.gates.get(block), target.order)
         r, rho = ev.correlation(block)
         self.chart.set_title(evidence_title(self._label(ev.class_index), target.title, r, rho))
-        self.chart.setVisible(True)
+        if not self.chart.isVisible():
+            self.chart.setVisible(True)
+            self._reveal_chart()
+
+    def _reveal_chart(self) -> None:
+        """Scroll the charts so the evidence row shows, once the layout has made room for it."""
+        scroll, chart = self.window.charts.scroll, self.chart
+
+        def reveal() -> None:
+            sb, g = scroll.verticalScrollBar(), chart.geometry()
+            view = scroll.viewport().height()
+            if g.bottom() + 4 > sb.value() + view:
+                sb.setValue(min(sb.maximum(), g.bottom() + 4 - view))
+            elif g.top() < sb.value():
+                sb.setValue(max(0, g.top() - 4))
+
+        QTimer.singleShot(100, reveal)
 
     def _label(self, index: int) -> str:
         return self.class_names[index] if 0 <= index < len(self.class_names) else f"class {index}"

@@ -57,7 +57,7 @@ class EvidenceChart(pg.PlotWidget):
         self.zero = pg.InfiniteLine(pos=0, angle=0, pen=pg.mkPen((200, 200, 200, 90)))
         for item in (self.pos_bars, self.neg_bars, self.zero):
             self.addItem(item)
-        self.setMinimumHeight(60)
+        self.setMinimumHeight(110)  # its title and a readable bar height, among many gate charts
         self.scene().sigMouseMoved.connect(self._on_move)
 
     def set_title(self, text: str) -> None:
