@@ -401,17 +401,23 @@ def explain_image(
     blocks: Iterable[str] | None = None,
 ) -> ClassEvidence:
     """:func:`explain` for an RGB frame through a :class:`~sevgg_gui.inference.Predictor`: its
-    preprocessing, device and recorder (so its interventions apply)."""
+    preprocessing, device and recorder (so its interventions apply), and its CPU fast path for the part
+    of the network before the first explained layer (that part runs without autograd; the fast path
+    falls back to the modules for every input that needs a gradient, so the rest is plain autograd)."""
     x = predictor.preprocess(rgb).unsqueeze(0)
-    return explain(
-        predictor.model,
-        x,
-        class_index,
-        method=method,
-        layer=layer,
-        blocks=blocks,
-        recorder=predictor.recorder,
-    )
+    if getattr(predictor, "channels_last", False):
+        x = x.contiguous(memory_format=torch.channels_last)
+    fast = getattr(predictor, "fast_path", None)
+    with fast.active() if fast is not None else contextlib.nullcontext():
+        return explain(
+            predictor.model,
+            x,
+            class_index,
+            method=method,
+            layer=layer,
+            blocks=blocks,
+            recorder=predictor.recorder,
+        )
 
 
 def class_index_of(name_or_index: str | int, class_names: Sequence[str]) -> int:

@@ -235,6 +235,14 @@ def test_explain_image_through_a_predictor_uses_its_interventions() -> None:
     before = all_hooks(model)
     ev = explain_image(pred, rgb, 3, blocks=["features.34"])
     assert list(ev.evidence) == ["features.34"] and ev.class_index == 3
+    # Through the predictor the part before the block runs on its CPU fast path (oneDNN, channels_last);
+    # plain eager NCHW gives the same up to float rounding of different convolution kernels.
+    eager = explain(model, pred.preprocess(rgb)[None], 3, blocks=["features.34"], recorder=pred.recorder)
+    scale = float(np.abs(eager.evidence["features.34"]).max())
+    np.testing.assert_allclose(
+        ev.evidence["features.34"], eager.evidence["features.34"], rtol=1e-3, atol=1e-4 * scale
+    )
+    np.testing.assert_allclose(ev.cam, eager.cam, rtol=1e-3, atol=1e-4 * float(eager.cam.max()))
     pred.recorder.intervene("features.34", [0, 1, 2], value=0.0)
     muted = explain_image(pred, rgb, 3, blocks=["features.34"])
     assert (muted.gates["features.34"][:3] == 0).all()
