@@ -166,6 +166,7 @@ def interleave(
     budget_s: float | None = None,
     guard: bool | None = None,
     max_discards: int | None = None,
+    clock: Callable[[], float] = time.perf_counter,
 ) -> Timings:
     """Run every implementation ``reps`` times per round, in a shuffled order each round; keep the
     fastest call of each implementation per round.
@@ -174,6 +175,8 @@ def interleave(
     ``budget_s`` stops early (after at least 3 rounds) when the wall-clock budget is spent.
     ``guard``: wait for idle CPUs before each round, and repeat a round (up to ``max_discards``
     times in all, default ``rounds``) when other processes used more than 5% of a CPU meanwhile.
+    ``clock``: ``time.process_time`` measures this process's CPU time instead of wall time (with
+    ``--threads 1``: robust on a machine other processes keep busy, where waiting is not work).
     """
     guard = GUARD["on"] if guard is None else guard
     rng = random.Random(seed)
@@ -206,9 +209,9 @@ def interleave(
                 for name in order:
                     if before_call:
                         before_call(name)
-                    t0 = time.perf_counter()
+                    t0 = clock()
                     impls[name]()
-                    per[name].append(time.perf_counter() - t0)
+                    per[name].append(clock() - t0)
         finally:
             gc.enable()
         wall = time.perf_counter() - w0

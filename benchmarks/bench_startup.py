@@ -200,7 +200,7 @@ def main() -> int:
             torch.manual_seed(0)
             ckpt = save_checkpoint(VGG16_SE(), tmp / "vgg16_se.pth")
             timed([sys.executable, "-c", f"open({str(ckpt)!r}, 'rb').read()"])  # warm the page cache
-        sample = ROOT / "resources" / "samples" / "chelsea.png"
+        sample = ROOT / "sevgg_gui" / "resources" / "samples" / "chelsea.png"
         variants = {
             "default": (env, []),
             "SEVGG_FAST=0": ({**env, "SEVGG_FAST": "0"}, []),

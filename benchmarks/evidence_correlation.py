@@ -5,7 +5,7 @@ of every SE block (gradient x activation summed over space, ``sevgg_gui.evidence
 that block's gates across channels (Pearson r and Spearman rho); the table gives the mean per block.
 
     python benchmarks/evidence_correlation.py -c ../shared/weights/mobilenet_v3_small-tfslim_uint8-distilled.pth \
-        resources/samples ../shared/data/photos [--topk 5] [--json out.json]
+        sevgg_gui/resources/samples ../shared/data/photos [--topk 5] [--json out.json]
 """
 
 from __future__ import annotations

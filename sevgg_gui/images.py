@@ -154,13 +154,16 @@ class Preprocess:
     """Resize-shorter-side + centre-crop + normalise, as torchvision's ImageNet transforms.
 
     Implemented as one crop-then-resize in source coordinates, so a 1x10,000 strip or a 1x1 pixel
-    costs nothing extra and never allocates a giant intermediate.
+    costs nothing extra and never allocates a giant intermediate. ``interpolation`` ("bilinear",
+    "bicubic" or "nearest", a model's own recipe such as timm's data config) is used when the crop is
+    enlarged; shrinking always averages (``INTER_AREA``), the anti-aliasing torchvision and PIL apply.
     """
 
     crop_size: int = 224
     resize_size: int = 256
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    interpolation: str = "bilinear"
 
     @classmethod
     def from_weights(cls, weights: Any) -> Preprocess:
@@ -185,7 +188,10 @@ class Preprocess:
         top, left, ch, cw = self.crop_box(*rgb.shape[:2])
         region = rgb[top : top + ch, left : left + cw]
         s = self.crop_size
-        interp = cv2.INTER_AREA if ch > s else cv2.INTER_LINEAR
+        enlarge = {"bicubic": cv2.INTER_CUBIC, "nearest": cv2.INTER_NEAREST}.get(
+            self.interpolation, cv2.INTER_LINEAR
+        )
+        interp = cv2.INTER_AREA if ch > s else enlarge
         return cv2.resize(np.ascontiguousarray(region), (s, s), interpolation=interp)
 
     def __call__(self, rgb: np.ndarray) -> torch.Tensor:

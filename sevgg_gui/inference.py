@@ -30,6 +30,7 @@ from torch import nn
 from .images import Preprocess, to_rgb_array
 from .models.se import SEBlock, se_then_max_pool
 from .recorder import ExcitationRecorder
+from .taps.probe import example_input
 
 
 class InferenceError(RuntimeError):
@@ -181,7 +182,14 @@ class Predictor:
         names = class_names or getattr(model, "class_names", None) or default_class_names(num_classes)
         self.class_names = list(names)
         self.preprocess = preprocess or Preprocess()
-        self.recorder = ExcitationRecorder(self.model, feature_maps=maps_for, map_size=map_size).attach()
+        # Two synthetic images at the model's input size: modules of unregistered types are probed
+        # once for gate behaviour (no forward at all when every type is known, e.g. VGG16-SE).
+        example = example_input(
+            self.preprocess.crop_size, device=self.device, dtype=torch.half if self.half else torch.float32
+        )
+        self.recorder = ExcitationRecorder(
+            self.model, feature_maps=maps_for, map_size=map_size, example_input=example
+        ).attach()
         if on_cuda and cudnn_benchmark:
             torch.backends.cudnn.benchmark = True
 

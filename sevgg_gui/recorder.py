@@ -1,8 +1,10 @@
 """Forward hooks that record every attention gate exactly as the model computed it.
 
-A small registry maps module types to a :class:`GateTap` that says which submodule produces the gate
-and where its squeeze vector can be read. Recording therefore costs no second computation and no
-extra forward: the hooks keep references to tensors the model produced anyway.
+The registry in :mod:`sevgg_gui.taps` says which modules are attention and, per block, a
+:class:`GateTap`: which submodule produces the gate and where its squeeze vector can be read.
+Recording therefore costs no second computation and no extra forward: the hooks keep references to
+tensors the model produced anyway (blocks whose gate is computed inline are read from their own
+input and output, see :mod:`sevgg_gui.taps.registry`).
 
 Interventions ("what if channel 17 of block 3 were muted?") live here too: they rewrite the gate in
 the same hook, so the recorder always reports the gate that was actually applied.
@@ -11,113 +13,29 @@ the same hook, so the recorder always reports the gate that was actually applied
 from __future__ import annotations
 
 import numbers
-import sys
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .models.se import SEBlock
+from .taps import AttentionBlock, GateTap, attention_blocks, find_gate_blocks
+from .taps.registry import ensure_registered, register_gate_type, register_spatial_type
 
-
-@dataclass(frozen=True)
-class GateTap:
-    """Where a block's gate and squeeze vector can be observed.
-
-    ``gate``: submodule whose forward output is the gate (B, C) or (B, C, 1, 1).
-    ``squeeze``: submodule whose input (``squeeze_from="input"``) or output holds the channel means.
-    """
-
-    gate: nn.Module
-    squeeze: nn.Module
-    squeeze_from: Literal["input", "output"]
-    channels: int
-    # The block's output is exactly input * gate per channel (SE, ECA): the after-gate feature map is
-    # then the before-gate map times the gate (average pooling is linear), one downsampling, not two.
-    scales_input: bool = False
-
-
-_TAPS: dict[type, Callable[[nn.Module], GateTap]] = {}
-
-
-def register_gate_type(cls: type, tap: Callable[[nn.Module], GateTap]) -> None:
-    """Teach the recorder a new attention type (later variants join here)."""
-    _TAPS[cls] = tap
-
-
-register_gate_type(
-    SEBlock,
-    lambda m: GateTap(gate=m.fc, squeeze=m.fc, squeeze_from="input", channels=m.channels, scales_input=True),
-)
-
-
-_torchvision_registered = False
+__all__ = [
+    "ExcitationRecorder",
+    "GateTap",
+    "find_gate_blocks",
+    "register_gate_type",
+    "register_spatial_type",
+]
 
 
 def _register_torchvision() -> None:
-    """Register torchvision's ``SqueezeExcitation`` once torchvision is imported anyway.
-
-    Called on every scan instead of at import time: importing torchvision costs ~1 s of start-up
-    (its ops pull in torch._dynamo), and a model can only hold a torchvision module if whoever built
-    it has imported torchvision already, so checking ``sys.modules`` loses nothing.
-    """
-    global _torchvision_registered
-    if _torchvision_registered or "torchvision.ops.misc" not in sys.modules:
-        return
-    _torchvision_registered = True
-    from torchvision.ops.misc import SqueezeExcitation
-
-    register_gate_type(
-        SqueezeExcitation,
-        lambda m: GateTap(
-            gate=m.scale_activation,
-            squeeze=m.avgpool,
-            squeeze_from="output",
-            channels=m.fc2.out_channels,
-            scales_input=True,
-        ),
-    )
-
-
-_SPATIAL_TAPS: dict[type, Callable[[nn.Module], nn.Module]] = {}
-
-
-def register_spatial_type(cls: type, tap: Callable[[nn.Module], nn.Module]) -> None:
-    """Teach the recorder where a type's spatial attention map (B, 1, H, W) comes from.
-
-    ``tap(module)`` returns the submodule whose forward output is that map. A type may have a channel
-    gate (``register_gate_type``), a spatial map, or both; spatial-only types (sSE) are blocks too.
-    """
-    _SPATIAL_TAPS[cls] = tap
-
-
-def find_gate_blocks(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """All recordable attention blocks in forward-definition order, by registered type."""
-    _register_torchvision()
-    types = tuple(_TAPS) + tuple(_SPATIAL_TAPS)
-    return [(n, m) for n, m in model.named_modules() if isinstance(m, types) and n]
-
-
-def _tap_for(module: nn.Module) -> GateTap:
-    for cls in type(module).__mro__:
-        if cls in _TAPS:
-            return _TAPS[cls](module)
-    raise TypeError(f"no gate tap registered for {type(module).__name__}")
-
-
-def _has_gate_tap(module: nn.Module) -> bool:
-    return any(cls in _TAPS for cls in type(module).__mro__)
-
-
-def _spatial_tap_for(module: nn.Module) -> nn.Module | None:
-    for cls in type(module).__mro__:
-        if cls in _SPATIAL_TAPS:
-            return _SPATIAL_TAPS[cls](module)
-    return None
+    """Kept for callers of the old name: the registry now loads library taps on every scan."""
+    ensure_registered()
 
 
 @dataclass
@@ -144,22 +62,35 @@ class ExcitationRecorder:
         model: nn.Module,
         feature_maps: Iterable[str] = (),
         map_size: int = 28,
+        example_input: torch.Tensor | None = None,
     ) -> None:
+        """``example_input``: a batch of (at least) two different images; given one, modules of types
+        no registry knows are probed once (one forward) for gate behaviour (:mod:`sevgg_gui.taps.probe`)."""
         self.model = model
-        self.blocks: OrderedDict[str, nn.Module] = OrderedDict(find_gate_blocks(model))
+        infos, self.probe_report = attention_blocks(model, example_input)
+        # Every attention block, recorded or only listed (split attention, self-attention...).
+        self.block_infos: list[AttentionBlock] = infos
+        self.blocks: OrderedDict[str, nn.Module] = OrderedDict(
+            (b.name, b.module) for b in infos if b.recorded
+        )
         if not self.blocks:
-            raise ValueError(f"{type(model).__name__} has no recordable attention blocks")
-        self.taps: dict[str, GateTap] = {n: _tap_for(b) for n, b in self.blocks.items() if _has_gate_tap(b)}
+            listed = ", ".join(sorted({b.kind for b in infos}))
+            why = [f"only attention that is not a per-channel gate: {listed}"] if listed else []
+            if self.probe_report is not None and self.probe_report.candidates:
+                why.append(self.probe_report.summary())
+            detail = f" ({'; '.join(why)})" if why else ""
+            raise ValueError(f"{type(model).__name__} has no recordable attention blocks{detail}")
+        self.taps: dict[str, GateTap] = {b.name: b.tap for b in infos if b.tap is not None}
         # Blocks with a spatial map: name -> submodule whose output is the (B, 1, H, W) map.
-        self.spatial_taps: dict[str, nn.Module] = {
-            n: t for n, b in self.blocks.items() if (t := _spatial_tap_for(b)) is not None
-        }
+        self.spatial_taps: dict[str, nn.Module] = {b.name: b.spatial for b in infos if b.spatial is not None}
         self._first = next(iter(self.blocks))
         self.map_size = map_size
         self._map_names: set[str] = set()
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
         self._map_handles: dict[str, list[torch.utils.hooks.RemovableHandle]] = {}
         self._gates: dict[str, torch.Tensor] = {}
+        self._raw: dict[str, torch.Tensor] = {}  # inline gates before interventions (via_block taps)
+        self._pending: dict[str, tuple] = {}  # per via_block block: what its pre-hook saw
         self._squeezes: dict[str, torch.Tensor] = {}
         self._maps_in: dict[str, torch.Tensor] = {}
         self._maps_out: dict[str, torch.Tensor] = {}
@@ -175,8 +106,15 @@ class ExcitationRecorder:
         for name in self.blocks:
             tap = self.taps.get(name)
             if tap is not None:
-                self._handles.append(tap.gate.register_forward_hook(self._gate_hook(name)))
-                if not self._squeeze_in_gate_hook(tap):
+                block = self.blocks[name]
+                if not tap.ratio:
+                    self._handles.append(tap.gate.register_forward_hook(self._gate_hook(name)))
+                if tap.via_block:
+                    self._handles.append(block.register_forward_pre_hook(self._block_pre_hook(name)))
+                    self._handles.append(block.register_forward_hook(self._block_post_hook(name)))
+                if tap.squeeze_from == "mean":
+                    self._handles.append(tap.squeeze.register_forward_pre_hook(self._mean_squeeze_hook(name)))
+                elif not self._squeeze_in_gate_hook(tap):
                     self._handles.append(
                         tap.squeeze.register_forward_hook(self._squeeze_hook(name, tap.squeeze_from))
                     )
@@ -235,21 +173,100 @@ class ExcitationRecorder:
         return tap.squeeze is tap.gate and tap.squeeze_from == "input"
 
     def _gate_hook(self, name: str):
-        squeeze_here = self._squeeze_in_gate_hook(self.taps[name])
+        tap = self.taps[name]
+        squeeze_here = self._squeeze_in_gate_hook(tap)
         count = name == self._first  # forwards are counted where the first block computes its gate
+        activation = tap.activation
 
         def hook(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor):
             if output.is_meta:  # shape analysis (analysis.layer_macs) is not a forward to record
                 return None
             if count:
                 self.forwards += 1
+            if squeeze_here:
+                self._squeezes[name] = inputs[0].detach().reshape(inputs[0].shape[0], -1)
+            if activation is not None:  # inline gate: the block applies activation(output) itself
+                gate = activation(output.detach())
+                self._raw[name] = self._gates[name] = gate.reshape(gate.shape[0], -1)
+                return None
             gate = output
             if name in self._interventions:
                 gate = self._apply_interventions(name, gate)
             self._gates[name] = gate.detach().reshape(gate.shape[0], -1)
-            if squeeze_here:
-                self._squeezes[name] = inputs[0].detach().reshape(inputs[0].shape[0], -1)
             return gate if gate is not output else None
+
+        return hook
+
+    def _block_pre_hook(self, name: str):
+        """For gates read from the block (inline activation, or output/input): what must be seen
+        before the block runs -- it may scale its input in place."""
+        tap = self.taps[name]
+        dim = tap.channel_dim
+
+        def hook(module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
+            x = inputs[0]
+            if x.is_meta:
+                return
+            idx = xs = None
+            if tap.ratio:
+                flat = x.detach().movedim(dim, 1).reshape(x.shape[0], x.shape[dim], -1)
+                idx = flat.abs().argmax(dim=-1, keepdim=True)
+                xs = flat.gather(-1, idx)
+            self._raw.pop(name, None)  # set again by this forward's gate hook (inline activation)
+            chans = self._intervened_channels(name, x.device)
+            kept = x.detach().index_select(dim, chans).clone() if chans is not None else None
+            self._pending[name] = (idx, xs, chans, kept)
+
+        return hook
+
+    def _block_post_hook(self, name: str):
+        tap = self.taps[name]
+        dim = tap.channel_dim
+        count = tap.ratio and name == self._first
+
+        def hook(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor):
+            pending = self._pending.pop(name, None)
+            if output.is_meta or pending is None:
+                return None
+            idx, xs, chans, kept = pending
+            if tap.ratio:
+                if count:
+                    self.forwards += 1
+                flat = output.detach().movedim(dim, 1).reshape(output.shape[0], output.shape[dim], -1)
+                g = flat.gather(-1, idx) / xs
+                g = torch.where(xs == 0, torch.full_like(g, float("nan")), g)  # unobservable: NaN
+                self._raw[name] = g.squeeze(-1)
+            raw = self._raw.get(name)
+            if raw is None:
+                return None
+            if chans is None or kept is None:
+                self._gates[name] = raw
+                return None
+            gate = self._apply_interventions(name, raw)
+            self._gates[name] = gate
+            # The block computed input * gate; the intervened channels are recomputed with the new gate.
+            shape = [1] * output.dim()
+            shape[0], shape[dim] = gate.shape[0], chans.numel()
+            new = kept * torch.nan_to_num(gate.index_select(1, chans)).reshape(shape).to(kept.dtype)
+            return output.index_copy(dim, chans, new)
+
+        return hook
+
+    def _intervened_channels(self, name: str, device: torch.device) -> torch.Tensor | None:
+        items = self._interventions.get(name)
+        if not items:
+            return None
+        return torch.unique(torch.cat([iv.channels for iv in items])).to(device)
+
+    def _mean_squeeze_hook(self, name: str):
+        dim = self.taps[name].channel_dim
+
+        def hook(module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
+            x = inputs[0]
+            if x.is_meta:
+                return
+            x = x.detach().movedim(dim, 1)
+            self._squeezes[name] = x.reshape(x.shape[0], x.shape[1], -1).mean(dim=-1)
 
         return hook
 
@@ -279,7 +296,7 @@ class ExcitationRecorder:
                 return
             if name in self._map_names:
                 # Downsampled copy taken before the block may scale its input in place.
-                self._maps_in[name] = self._shrink(inputs[0])
+                self._maps_in[name] = self._shrink(self._nchw(name, inputs[0]))
 
         return hook
 
@@ -294,9 +311,13 @@ class ExcitationRecorder:
             if derive and before is not None and gate is not None:
                 self._maps_out[name] = before * gate.reshape(*gate.shape[:2], 1, 1).to(before.dtype)
             else:
-                self._maps_out[name] = self._shrink(output)
+                self._maps_out[name] = self._shrink(self._nchw(name, output))
 
         return hook
+
+    def _nchw(self, name: str, x: torch.Tensor) -> torch.Tensor:
+        tap = self.taps.get(name)
+        return x.movedim(tap.channel_dim, 1) if tap is not None and tap.channel_dim != 1 else x
 
     def _shrink(self, x: torch.Tensor) -> torch.Tensor:
         x = x.detach()
@@ -392,6 +413,7 @@ class ExcitationRecorder:
 
     def reset(self) -> None:
         self._gates.clear()
+        self._raw.clear()
         self._squeezes.clear()
         self._maps_in.clear()
         self._maps_out.clear()

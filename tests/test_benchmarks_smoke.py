@@ -25,10 +25,12 @@ def test_every_benchmark_is_covered() -> None:
         "bench_fast_path.py",
         "bench_model_overhead.py",
         "bench_pipeline.py",
+        "bench_probe.py",
         "bench_recorder.py",
         "bench_scaling.py",
         "bench_se_block.py",
         "bench_startup.py",
+        "bench_timm_recording.py",
     ]
 
 

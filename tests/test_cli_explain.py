@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from sevgg_gui.bundled import SAMPLES
 from sevgg_gui.cli import main
 from sevgg_gui.images import Preprocess, load_image
 
-SAMPLES = Path(__file__).resolve().parents[1] / "resources" / "samples"
 BLOCKS = ("features.4", "features.10", "features.18", "features.26", "features.34")
 
 

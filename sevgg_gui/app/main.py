@@ -20,7 +20,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--checkpoint",
         "-c",
         "--model",
-        help=".pth / .safetensors checkpoint, or pretrained:mobilenet_v3_small | vgg16:cbam | ... (see Model menu)",
+        help=".pth / .safetensors checkpoint, a model folder, or pretrained:mobilenet_v3_small | vgg16:cbam | "
+        "timm:seresnet50.a1_in1k | timm:NAME:random | ... (see Model menu)",
+    )
+    p.add_argument(
+        "--model-code",
+        metavar="FILE.py:FUNCTION",
+        help="build the model with your own code (FILE.py:FUNCTION or package.module:FUNCTION); "
+        "--checkpoint then names its weights",
     )
     p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default=None)
     p.add_argument("--frames", type=int, default=None, help="headless: process N frames, then exit")
@@ -67,6 +74,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     headless = args.screenshot is not None or args.frames is not None
     if headless:
         os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    else:
+        from .display_check import EXIT_NO_DISPLAY, check_display
+
+        problem = check_display()  # before Qt, whose own answer is abort() and a core dump
+        if problem:
+            print("\n".join(problem), file=sys.stderr)
+            return EXIT_NO_DISPLAY
     source = args.source or args.source_pos
 
     from PySide6.QtCore import QSettings
@@ -84,9 +98,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     else:
         settings = QSettings()
-    win = MainWindow(settings, checkpoint=args.checkpoint, device=args.device)
+    win = MainWindow(settings, checkpoint=args.checkpoint, device=args.device, model_code=args.model_code)
     if args.mode:
         win.charts.set_mode(args.mode)
+        win.charts.mode_pinned = True  # an explicit view wins over the automatic one for flat gates
     if args.profiles:
         win.pending_profiles = args.profiles  # applied once the model (and its block names) is known
     if headless:
@@ -104,27 +119,37 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not headless:
         # First use: fetch ImageNet VGG16 in the background, checked once the model has loaded (the
         # check imports torchvision, which would keep the window from showing until it has loaded).
-        win.offer_download = args.checkpoint is None
+        win.offer_download = args.checkpoint is None and args.model_code is None
         if source:
             win.open_source(source)
         else:
             win.input_view.show_message("Drop an image, video, folder or checkpoint here")
         code = app.exec()
-        _release(app, win)
+        _release(app, win, code)
         return code
     from .headless import run_headless
 
     code = run_headless(app, win, source, args)
-    _release(app, win)
+    _release(app, win, code)
     return code
 
 
-def _release(app, win) -> None:
+def _release(app, win, code: int) -> None:
     """Free the window's Qt wrappers while QApplication still exists: PySide6 can abort when the
-    garbage collector meets them during interpreter shutdown instead."""
+    garbage collector meets them during interpreter shutdown instead.
+
+    A worker still busy after the join timeout (a large model still loading when the window closes
+    or a headless run fails) cannot be interrupted, and destroying its running QThread aborts the
+    process with a core dump; the process ends here instead, with its exit code, settings saved.
+    """
     import gc
 
     win.close()
+    if win.worker_thread.stuck:
+        win.settings.sync()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
     win.deleteLater()
     app.processEvents()
     gc.collect()

@@ -30,6 +30,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from ..bundled import SAMPLES
+from ..model_specs import is_model_folder
 from ..pipeline import LatestSlot, SourcePump
 from ..sources import Frame, FrameSource, SourceError, is_camera_spec, open_source
 from .evidence_mode import EvidenceMode
@@ -42,7 +44,6 @@ from .widgets.thumbnails import FeatureThumbnails
 from .worker import ModelInfo, WorkerThread
 
 CHECKPOINT_SUFFIXES = {".pth", ".pt", ".ckpt", ".bin", ".safetensors"}
-SAMPLES = Path(__file__).resolve().parents[2] / "resources" / "samples"
 
 SHORTCUTS = [
     ("Space", "pause / resume"),
@@ -115,6 +116,7 @@ class MainWindow(QMainWindow):
         checkpoint: str | None = None,
         device: str | None = None,
         load_model: bool = True,
+        model_code: str | None = None,
     ) -> None:
         super().__init__()
         self.settings = settings or QSettings("sevgg_gui", "sevgg-gui")
@@ -127,6 +129,7 @@ class MainWindow(QMainWindow):
         self.model_info: ModelInfo | None = None
         self.checkpoint = checkpoint
         self._requested_checkpoint = checkpoint
+        self.model_code = self._requested_model_code = model_code  # --model-code FILE.py:FUNCTION
         self.offer_download = False  # main(): fetch ImageNet VGG16 after the first model load if missing
         self.device = device or str(self.settings.value("device", "auto"))
         self.half = self.settings.value("half", False, type=bool)
@@ -157,6 +160,7 @@ class MainWindow(QMainWindow):
         w.modelLoaded.connect(self._on_model_loaded, queued)
         w.modelDescribed.connect(self._on_model_described, queued)
         w.modelFailed.connect(self._on_model_failed, queued)
+        w.gatesJudged.connect(self.charts.on_gates_judged, queued)
         w.inferenceFailed.connect(self._on_inference_failed, queued)
         self.sourceError.connect(self._on_source_error, queued)
         self._sourceOpened.connect(self._on_source_opened, queued)
@@ -165,7 +169,7 @@ class MainWindow(QMainWindow):
         self.sourceEnded.connect(self._on_source_ended, queued)
         self.evidence = EvidenceMode(self)  # class evidence: its own tab, overlay and chart row
         if load_model:
-            self.load_model(checkpoint)
+            self.load_model(checkpoint, model_code=model_code)
 
     # ================================================================== layout
     def _build_views(self) -> None:
@@ -296,6 +300,9 @@ class MainWindow(QMainWindow):
             a.triggered.connect(lambda _=False, sp=spec: self.load_model(sp))
             pick.addAction(a)
         act(m, "Open checkpoint…", self.open_checkpoint_dialog)
+        from .model_menu import add_origin_actions
+
+        add_origin_actions(self, m)
         m.addSeparator()
         group = QActionGroup(self)
         self.device_actions = {}
@@ -330,7 +337,7 @@ class MainWindow(QMainWindow):
 
     def _save_chart_options(self) -> None:
         o = self.charts.options
-        self.settings.setValue("charts/mode", o.mode)
+        self.settings.setValue("charts/mode", self.charts.preferred_mode)  # not an automatic switch
         self.settings.setValue("charts/sort", o.sort)
         self.settings.setValue("charts/show_mean", o.show_mean)
 
@@ -351,14 +358,17 @@ class MainWindow(QMainWindow):
         self.settings.sync()
 
     # ================================================================== model
-    def load_model(self, checkpoint: str | None, allow_download: bool = False) -> None:
-        self.statusBar().showMessage(
-            "Loading model…" if not checkpoint else f"Loading {Path(checkpoint).name}…"
-        )
+    def load_model(
+        self, checkpoint: str | None, allow_download: bool = False, model_code: str | None = None
+    ) -> None:
+        what = model_code.replace("\\", "/").rsplit("/", 1)[-1] if model_code else None
+        what = what or (Path(checkpoint).name if checkpoint else None)
+        self.statusBar().showMessage(f"Loading {what}…" if what else "Loading model…")
         self.progress.setRange(0, 0)
         self.progress.setVisible(True)
         self._requested_checkpoint = checkpoint
-        self.worker_thread.worker.load_model(checkpoint, self.device, self.half, allow_download)
+        self._requested_model_code = model_code
+        self.worker_thread.worker.load_model(checkpoint, self.device, self.half, allow_download, model_code)
 
     @Slot(object)
     def _on_model_described(self, info: ModelInfo) -> None:
@@ -372,9 +382,13 @@ class MainWindow(QMainWindow):
         self.progress.setVisible(False)
         self.model_info = info
         self.checkpoint = self._requested_checkpoint  # the spec to reload on a device change
+        self.model_code = self._requested_model_code
         self.model_panel.set_info(info)
         self.charts.set_blocks(
-            info.blocks, info.untrained_gates, spatial_only=not info.blocks and bool(info.spatial_blocks)
+            info.blocks,
+            info.untrained_gates,
+            spatial_only=not info.blocks and bool(info.spatial_blocks),
+            key=info.provenance,
         )
         self._spatial_pick = None
         self.selected = None
@@ -391,10 +405,13 @@ class MainWindow(QMainWindow):
             if not imagenet_vgg16_cached():
                 self.download_weights()  # first use: fetch ImageNet VGG16 in the background
         if info.warning:
+            from ..origins.loaded import RANDOM_WARNING  # torch is loaded by now
+
+            vgg = info.warning == RANDOM_WARNING  # only the VGG16-SE warning is answered by the download
             self.model_banner.show_text(
                 info.warning,
                 ("Open checkpoint…", self.open_checkpoint_dialog),
-                ("Download ImageNet VGG16", self.download_weights),
+                *([("Download ImageNet VGG16", self.download_weights)] if vgg else []),
             )
         else:
             self.model_banner.hide()
@@ -451,11 +468,11 @@ class MainWindow(QMainWindow):
 
     def set_device(self, device: str) -> None:
         self.device = device
-        self.load_model(self.checkpoint)
+        self.load_model(self.checkpoint, model_code=self.model_code)
 
     def toggle_half(self, on: bool) -> None:
         self.half = on
-        self.load_model(self.checkpoint)
+        self.load_model(self.checkpoint, model_code=self.model_code)
 
     # ================================================================== sources
     def open_source(self, spec: str, **options) -> bool:
@@ -791,10 +808,14 @@ class MainWindow(QMainWindow):
         """A dropped or chosen path: checkpoints load as models, NPZ files as class profiles,
         anything else opens as a source."""
         suffix = Path(path).suffix.lower()
-        if suffix in CHECKPOINT_SUFFIXES:
+        if suffix in CHECKPOINT_SUFFIXES or is_model_folder(path):
             self.load_model(path)
         elif suffix == ".npz":
             self.load_profiles(path)
+        elif suffix == ".py":  # the user's model code: asks for the function (and weights)
+            from .model_menu import open_model_code_file
+
+            open_model_code_file(self, path)
         else:
             self.open_source(path)
 
@@ -910,10 +931,15 @@ class MainWindow(QMainWindow):
             self.push_frame(qimage_to_rgb(QImage(md.imageData())), "dropped image")
             event.acceptProposedAction()
             return
-        ckpts = [p for p in paths if Path(p).suffix.lower() in CHECKPOINT_SUFFIXES]
+        ckpts = [p for p in paths if Path(p).suffix.lower() in CHECKPOINT_SUFFIXES or is_model_folder(p)]
         profiles = [p for p in paths if Path(p).suffix.lower() == ".npz"]
-        others = [p for p in paths if p not in ckpts and p not in profiles]
-        if ckpts:
+        code = [p for p in paths if Path(p).suffix.lower() == ".py"]
+        others = [p for p in paths if p not in ckpts and p not in profiles and p not in code]
+        if code:  # model code, with a dropped checkpoint as its weights
+            from .model_menu import open_model_code_file
+
+            open_model_code_file(self, code[0], weights=ckpts[0] if ckpts else None)
+        elif ckpts:
             self.load_model(ckpts[0])
         if profiles:
             self.load_profiles(profiles[0])

@@ -19,6 +19,7 @@ from typing import Any
 
 from PySide6.QtCore import QCoreApplication, QObject, QThread, Signal
 
+from ..gate_spread import FLAT_SPREAD, gate_spread
 from ..pipeline import LatestSlot
 from ..sources import Frame
 
@@ -41,6 +42,9 @@ class ModelInfo:
     notes: list[str] = field(default_factory=list)
     preprocess: Any = None
     spatial_blocks: list[str] = field(default_factory=list)  # blocks that produce spatial maps
+    # Every attention block (recorded or only listed): name, type, kind, channels, found_by, note...
+    attention: list[dict[str, Any]] = field(default_factory=list)
+    probe: str = ""  # what the behaviour probe did, when it had modules to look at
     class_names: list[str] = field(default_factory=list)
 
 
@@ -49,6 +53,7 @@ class InferenceWorker(QObject):
     modelLoaded = Signal(object)  # ModelInfo
     modelDescribed = Signal(object)  # ModelInfo with its cost table, computed after the first frame
     modelFailed = Signal(str)  # one line; the previous model stays
+    gatesJudged = Signal(bool, float)  # flat (untrained) gates?, their spread; after each model's first frame
     inferenceFailed = Signal(str)  # one line per failed frame
     finished = Signal()
 
@@ -66,6 +71,7 @@ class InferenceWorker(QObject):
         self._undescribed: ModelInfo | None = None  # cost table still to compute
         self._describers: list[threading.Thread] = []  # cost-table threads (see _describe)
         self._quiet_polls = 0
+        self._judge_gates = False  # the next new frame tells whether this model's gates are flat
         # Called as extra(predictor, frame, result) after each prediction, on this thread (app modes such
         # as class evidence); change the list only through submit(), so it never changes mid-frame.
         self.extras: list[Callable[[Any, Frame, Any], None]] = []
@@ -90,9 +96,16 @@ class InferenceWorker(QObject):
         self.frames.close()
 
     def load_model(
-        self, checkpoint: str | None, device: str = "auto", half: bool = False, allow_download: bool = False
+        self,
+        checkpoint: str | None,
+        device: str = "auto",
+        half: bool = False,
+        allow_download: bool = False,
+        model_code: str | None = None,
     ) -> None:
-        self.submit(lambda: self._load_model(checkpoint, device, half, allow_download))
+        """Load a model spec (and with ``model_code``, the user's architecture) on the worker thread;
+        modelLoaded or, keeping the current model, modelFailed with one line."""
+        self.submit(lambda: self._load_model(checkpoint, device, half, allow_download, model_code))
 
     def set_predictor(self, predictor: Any, info: ModelInfo) -> None:
         """Install a ready-made predictor (tests, or models built elsewhere)."""
@@ -192,6 +205,10 @@ class InferenceWorker(QObject):
                 crop_box=self.predictor.preprocess.crop_box(*frame.rgb.shape[:2]),
                 maps_block=self.maps_block,
             )
+            if self._judge_gates and not rerun:  # once per model, before its result: never coalesced away
+                self._judge_gates = False
+                spread = gate_spread(result.excitations)
+                self.gatesJudged.emit(spread is not None and spread < FLAT_SPREAD, spread or 0.0)
             self.processed += 1
             self.resultReady.emit(result)
         except Exception as exc:
@@ -206,10 +223,11 @@ class InferenceWorker(QObject):
         old, self.predictor = self.predictor, predictor
         if old is not None:
             old.close()  # no hooks left behind on the old model
-        if self.maps_block not in predictor.block_names:
-            self.maps_block = predictor.block_names[0]
-        predictor.set_maps_for([self.maps_block])
+        if self.maps_block not in predictor.block_names:  # a model without recorded blocks: None
+            self.maps_block = next(iter(predictor.block_names), None)
+        predictor.set_maps_for([self.maps_block] if self.maps_block else [])
         self._undescribed = info if not info.cost_table else None
+        self._judge_gates = True
         self.modelLoaded.emit(info)
         if self.last_frame is not None:  # a frame that arrived while no model was ready
             self._process(self.last_frame, rerun=False)
@@ -227,9 +245,10 @@ class InferenceWorker(QObject):
         from ..analysis import meta_copy
 
         shadow, size = meta_copy(self.predictor.model), self.predictor.preprocess.crop_size
+        blocks = list(self.predictor.recorder.block_infos)  # found by behaviour too, looked up by name
 
         def work() -> None:
-            table = cost_table_of(shadow, size)
+            table = cost_table_of(shadow, size, blocks)
             if table:
                 with contextlib.suppress(RuntimeError):  # the worker object is gone
                     self.modelDescribed.emit(replace(info, cost_table=table))
@@ -238,10 +257,17 @@ class InferenceWorker(QObject):
         self._describers = [t for t in self._describers if t.is_alive()] + [thread]
         thread.start()
 
-    def _load_model(self, checkpoint: str | None, device: str, half: bool, allow_download: bool) -> None:
+    def _load_model(
+        self, checkpoint: str | None, device: str, half: bool, allow_download: bool, model_code: str | None
+    ) -> None:
         try:
             predictor, info = build_predictor(
-                checkpoint, device=device, half=half, allow_download=allow_download, with_cost=False
+                checkpoint,
+                device=device,
+                half=half,
+                allow_download=allow_download,
+                with_cost=False,
+                model_code=model_code,
             )
         except Exception as exc:
             self.modelFailed.emit(_one_line(exc))
@@ -256,12 +282,13 @@ def build_predictor(
     half: bool = False,
     allow_download: bool = False,
     with_cost: bool = True,
+    model_code: str | None = None,
 ) -> tuple[Any, ModelInfo]:
     """Load a model through the core and wrap it in a Predictor (runs on the worker thread)."""
     from ..inference import Predictor
     from ..zoo import load_model
 
-    loaded = load_model(checkpoint, allow_download=allow_download)
+    loaded = load_model(checkpoint, allow_download=allow_download, model_code=model_code)
     predictor = Predictor(
         loaded.model, device=device, half=half, class_names=loaded.class_names, preprocess=loaded.preprocess()
     )
@@ -270,14 +297,14 @@ def build_predictor(
 
 def cost_table(predictor: Any) -> str:
     """The article's per-block cost table for the predictor's model and input size ("" if unknown)."""
-    return cost_table_of(predictor.model, predictor.preprocess.crop_size)
+    return cost_table_of(predictor.model, predictor.preprocess.crop_size, predictor.recorder.block_infos)
 
 
-def cost_table_of(model: Any, size: int) -> str:
+def cost_table_of(model: Any, size: int, blocks: Any = None) -> str:
     from ..analysis import format_cost_table, model_cost
 
     try:
-        return format_cost_table(model_cost(model, (size, size)))
+        return format_cost_table(model_cost(model, (size, size), blocks))
     except Exception:  # analysis is informative only
         return ""
 
@@ -299,6 +326,8 @@ def describe_model(predictor: Any, loaded: Any = None, *, with_cost: bool = True
         num_classes=len(predictor.class_names),
         blocks=[(n, t.channels) for n, t in rec.taps.items()],  # blocks with channel gates
         spatial_blocks=list(rec.spatial_taps),
+        attention=[b.describe() for b in rec.block_infos],
+        probe=rec.probe_report.summary() if rec.probe_report and rec.probe_report.candidates else "",
         device=str(predictor.device),
         half=predictor.half,
         warning=getattr(loaded, "warning", None),
@@ -332,6 +361,14 @@ class WorkerThread:
         self.thread.start()
 
     def close(self, timeout_ms: int = 10_000) -> bool:
+        """Stop and join; False when the worker is still busy (a model load cannot be interrupted).
+
+        The caller must then not let Qt destroy the running QThread (that aborts the process):
+        ``main`` ends the process with ``os._exit`` instead, see ``app.main._release``.
+        """
         self.worker.stop()
         self.thread.quit()
-        return self.thread.wait(timeout_ms)
+        self.stuck = not self.thread.wait(timeout_ms)
+        return not self.stuck
+
+    stuck: bool = False

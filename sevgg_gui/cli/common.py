@@ -24,10 +24,24 @@ def expand_inputs(items: Sequence[str]) -> Iterator[str]:
             yield item
 
 
+def refuse_foreign_model(spec: str | None, command: str) -> bool:
+    """eval, analyze, prune and distill read a `sevgg train` checkpoint's metadata (data split, input
+    size, architecture); a timm/torchvision/attention spec or a model folder gets one line, not a
+    misleading "no such file". True when refused."""
+    from ..model_specs import is_model_folder
+
+    if spec and (spec.startswith(("timm:", "pretrained:", "vgg16:")) or is_model_folder(spec)):
+        err(
+            f"{command}: {spec}: takes a checkpoint file of `sevgg train` (or VGG16-SE); use predict, excite, info or export for other models"
+        )
+        return True
+    return False
+
+
 def load(args: argparse.Namespace):
     from ..zoo import load_model
 
-    loaded = load_model(args.checkpoint)
+    loaded = load_model(args.checkpoint, model_code=getattr(args, "model_code", None))
     if loaded.warning:
         err(f"warning: {loaded.warning}")
     return loaded
@@ -69,13 +83,26 @@ def run_batch(args: argparse.Namespace, handle) -> int:
     return 0
 
 
+CHECKPOINT_HELP = (
+    ".pth / .safetensors checkpoint, a Hugging Face model folder, pretrained:NAME, vgg16:ATTENTION or "
+    "timm:NAME[.TAG][:random] (default: ImageNet VGG16 transfer if cached, else random)"
+)
+
+
+def add_model_code_argument(p: argparse.ArgumentParser) -> None:
+    """``--model-code``: the user's own architecture (the one place user code runs, by their choice)."""
+    p.add_argument(
+        "--model-code",
+        metavar="FILE.py:FUNCTION",
+        help="build the model by calling FUNCTION in FILE.py (or package.module:FUNCTION); -c then "
+        "names its weights (a state dict)",
+    )
+
+
 def add_model_arguments(p: argparse.ArgumentParser) -> None:
     """The options of every command that runs a model over images."""
-    p.add_argument(
-        "--checkpoint",
-        "-c",
-        help=".pth / .safetensors checkpoint (default: ImageNet VGG16 transfer if cached, else random)",
-    )
+    p.add_argument("--checkpoint", "-c", help=CHECKPOINT_HELP)
+    add_model_code_argument(p)
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps (default auto)")
     p.add_argument("--half", action="store_true", help="half precision (GPU only)")
     p.add_argument("--topk", type=int, default=5)

@@ -5,17 +5,22 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .common import err
+from .common import add_model_code_argument, err, refuse_foreign_model
 
 
 def cmd_export(args: argparse.Namespace) -> int:
     """``--checkpoint`` takes any model spec ``load_model`` does: a checkpoint file, a torchvision SE
-    state dict, ``pretrained:<name>`` or ``vgg16:<attention>``."""
+    state dict, ``pretrained:<name>``, ``vgg16:<attention>``, ``timm:<name>``, a model folder; or with
+    ``--model-code`` the weights of the user's architecture."""
     from ..deploy.onnx_export import export_spec
 
+    if not args.checkpoint and not args.model_code:
+        err("--checkpoint is required (or --model-code FILE.py:FUNCTION)")
+        return 2
     report = export_spec(
         args.checkpoint,
         args.onnx,
+        model_code=args.model_code,
         with_excitations=args.with_excitations,
         opset=args.opset,
         input_size=args.input_size,
@@ -40,6 +45,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_prune(args: argparse.Namespace) -> int:
     from ..deploy.prune import PruneConfig, prune_checkpoint, write_report
 
+    if refuse_foreign_model(args.checkpoint, "prune"):
+        return 2
     cfg = PruneConfig(
         checkpoint=args.checkpoint,
         out=args.out,
@@ -72,6 +79,8 @@ def cmd_distill(args: argparse.Namespace) -> int:
 
     if not args.resume and not (args.teacher and args.data):
         err("--teacher and --data are required (or --resume CKPT)")
+        return 2
+    if refuse_foreign_model(args.teacher, "distill"):
         return 2
     cfg = DistillConfig(
         teacher=args.teacher,
@@ -152,6 +161,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "export", help="export a checkpoint to ONNX (dynamic batch/H/W), checked with onnxruntime"
     )
     add_export_arguments(p)
+    add_model_code_argument(p)
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser(

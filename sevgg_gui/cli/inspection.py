@@ -6,20 +6,27 @@ import argparse
 import json
 from pathlib import Path
 
-from .common import add_model_arguments, err, load, run_batch
+from .common import CHECKPOINT_HELP, add_model_arguments, add_model_code_argument, err, load, run_batch
 
 
 def cmd_info(args: argparse.Namespace) -> int:
     import torch
 
-    from ..analysis import format_cost_table, model_cost
+    from ..analysis import attention_counts, format_cost_table, model_cost
     from ..models.vgg import VGG16_SE
+    from ..taps import attention_blocks, example_input
 
-    if args.checkpoint:
+    reduction: int | None
+    if args.checkpoint or args.model_code:
         loaded = load(args)
         model, provenance = loaded.model, loaded.provenance
-        num_classes = loaded.info.num_classes if loaded.info else 1000
-        reduction = loaded.info.reduction if loaded.info else 16
+        num_classes = (
+            loaded.info.num_classes
+            if loaded.info
+            else len(loaded.class_names or []) or getattr(model, "num_classes", None)
+        )
+        reduction = loaded.info.reduction if loaded.info else getattr(model, "reduction", None)
+        size = args.input_size or loaded.preprocess().crop_size
     else:
         with torch.device("meta"):  # shapes only: instant, no 0.5 GB allocation
             model = VGG16_SE(num_classes=args.num_classes, reduction=args.reduction)
@@ -28,7 +35,14 @@ def cmd_info(args: argparse.Namespace) -> int:
             args.num_classes,
             args.reduction,
         )
-    cost = model_cost(model, (args.input_size, args.input_size))
+        size = args.input_size or 224
+    model.eval()
+    meta = any(p.is_meta for p in model.parameters())
+    # Unknown module types are probed for gate behaviour with two synthetic images (one forward).
+    example = example_input(size, device="meta" if meta else next(model.parameters()).device)
+    blocks, probe = attention_blocks(model, example)
+    cost = model_cost(model, (size, size), blocks)
+    vgg = isinstance(model, VGG16_SE)
     if args.json:
         print(
             json.dumps(
@@ -37,22 +51,37 @@ def cmd_info(args: argparse.Namespace) -> int:
                     "num_classes": num_classes,
                     "reduction": reduction,
                     "provenance": provenance,
+                    "input_size": size,
                     "total_params": cost.total_params,
                     "se_params": cost.attention_params,
                     "se_share": cost.attention_share,
                     "total_macs": cost.total_macs,
                     "se_macs": cost.attention_macs,
+                    "attention_kinds": attention_counts(cost),
                     "blocks": [vars(b) for b in cost.blocks],
+                    "probe": probe.summary() if probe else None,
                 },
                 indent=2,
             )
         )
         return 0
-    print(f"{type(model).__name__}: {num_classes} classes, reduction r={reduction}")
+    head = f"{type(model).__name__}: {num_classes or '?'} classes"
+    print(head + (f", reduction r={reduction}" if reduction else ""))
     print(f"weights: {provenance}")
-    print(f"parameters: {cost.total_params:,} (torchvision VGG16 + {cost.attention_params:,} in SE blocks)")
+    base = "torchvision VGG16 + " if vgg else ""
+    print(f"parameters: {cost.total_params:,} ({base}{cost.attention_params:,} in attention blocks)")
+    kinds = ", ".join(f"{k} x{n}" for k, n in attention_counts(cost).items())
+    print(f"attention blocks: {len(cost.blocks)}" + (f" ({kinds})" if kinds else ""))
+    if probe is not None and probe.candidates:
+        print(probe.summary())
+    if not cost.blocks:
+        print("no attention block found: nothing to record")
+        return 0
     print()
     print(format_cost_table(cost))
+    notes = [f"  {b.name}: {b.kind}: {b.note}" for b in cost.blocks if b.note]
+    if notes:
+        print("\n".join(["notes:", *dict.fromkeys(notes)]))
     return 0
 
 
@@ -118,10 +147,11 @@ def cmd_fetch_weights(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("info", help="architecture, the SE parameter table and FLOPs")
-    p.add_argument("--checkpoint", "-c")
+    p.add_argument("--checkpoint", "-c", help=CHECKPOINT_HELP)
+    add_model_code_argument(p)
     p.add_argument("--num-classes", type=int, default=1000)
     p.add_argument("--reduction", type=int, default=16)
-    p.add_argument("--input-size", type=int, default=224)
+    p.add_argument("--input-size", type=int, default=None, help="default: the model's own (224)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_info)
 

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .common import err
+from .common import err, refuse_foreign_model
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -24,6 +24,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from ..training.evaluate import evaluate_checkpoint, save_confusion_png, write_json
 
+    if refuse_foreign_model(args.checkpoint, "eval"):
+        return 2
     report = evaluate_checkpoint(
         args.checkpoint,
         args.data,
@@ -46,6 +48,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_analyze(args: argparse.Namespace) -> int:
     from ..analysis_classwise import analyze_checkpoint, plot_class_profiles, spread_summary
 
+    if refuse_foreign_model(args.checkpoint, "analyze"):
+        return 2
     prof = analyze_checkpoint(
         args.checkpoint,
         args.data,

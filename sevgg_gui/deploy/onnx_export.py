@@ -14,7 +14,9 @@ Two things need care:
   see that size, silently wrong at any other size. Pools to 1x1 average already map to GlobalAveragePool.
 * ``--with-excitations`` adds what :class:`~sevgg_gui.recorder.ExcitationRecorder` records, one output
   per channel gate (B, C) and per spatial map (B, 1, H, W) of every block the recorder's registry knows
-  (SE, sSE, scSE, BAM, CBAM, ECA, torchvision's SqueezeExcitation). They are captured by forward hooks
+  (SE, sSE, scSE, BAM, CBAM, ECA, torchvision's SqueezeExcitation, timm's SE / ESE / ECA / CBAM / GE /
+  GC taps; see :mod:`sevgg_gui.taps`). Blocks found only by behaviour are not exported (no submodule
+  computes their gate). They are captured by forward hooks
   on the very submodules the recorder hooks, during the one forward that computes the logits: no second
   forward, and the exported values are by construction what the recorder reports.
 
@@ -32,7 +34,7 @@ import json
 import os
 import secrets
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
@@ -129,6 +131,8 @@ class ExcitationOutput:
     kind: Literal["gate", "map"]
     block_type: str  # e.g. "CBAM", "SqueezeExcitation"
     channels: int | None = None  # C of a gate
+    # The gate is activation(tap output) when the block applies its sigmoid inline (timm's light CBAM).
+    activation: Callable[[torch.Tensor], torch.Tensor] | None = field(default=None, compare=False, repr=False)
 
     def describe(self) -> dict[str, Any]:
         """The entry of the ``excitation_outputs`` metadata list; ``shape`` uses the ONNX dim names."""
@@ -171,10 +175,19 @@ def excitation_outputs(model: nn.Module) -> list[tuple[ExcitationOutput, nn.Modu
         kind_name = type(block).__name__
         if name in rec.taps:
             tap = rec.taps[name]
-            out = ExcitationOutput(f"se{i}" if legacy else f"gate{i}", name, "gate", kind_name, tap.channels)
+            if tap.ratio:  # found by behaviour: no submodule computes its gate (not exported)
+                continue
+            out = ExcitationOutput(
+                f"se{i}" if legacy else f"gate{i}", name, "gate", kind_name, tap.channels, tap.activation
+            )
             found.append((out, tap.gate))
         if name in rec.spatial_taps:
             found.append((ExcitationOutput(f"map{i}", name, "map", kind_name), rec.spatial_taps[name]))
+    if not found:
+        raise ValueError(
+            f"{type(model).__name__}: its attention blocks have no gate submodule to export "
+            "(found by behaviour only): nothing to export with --with-excitations"
+        )
     seen: dict[int, str] = {}
     for out, module in found:  # one module object in two places: its hook could not tell them apart
         if seen.setdefault(id(module), out.name) != out.name:
@@ -197,6 +210,8 @@ class WithExcitations(nn.Module):
 
     def _hook(self, out: ExcitationOutput, module: nn.Module, inputs: Any, output: torch.Tensor) -> None:
         # Returns None: the forward goes on with exactly the tensor the model computed.
+        if out.activation is not None:
+            output = out.activation(output)
         self._captured[out.name] = output.reshape(output.shape[0], -1) if out.kind == "gate" else output
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -426,16 +441,18 @@ def _export_trained(
 
 
 def export_spec(
-    spec: str,
+    spec: str | None,
     out: str | os.PathLike[str],
     *,
     with_excitations: bool = False,
     opset: int = DEFAULT_OPSET,
     input_size: int | None = None,
     check: bool = True,
+    model_code: str | None = None,
 ) -> ExportReport:
-    """Export any model spec the app and CLI open: a checkpoint path, ``pretrained:<torchvision name>``
-    or ``vgg16:<attention>`` (see :func:`~sevgg_gui.zoo.load_model`).
+    """Export any model spec the app and CLI open: a checkpoint path, ``pretrained:<torchvision name>``,
+    ``vgg16:<attention>``, ``timm:<name>``, a model folder, or ``model_code`` with its weights (see
+    :func:`~sevgg_gui.zoo.load_model`).
 
     A `sevgg train` checkpoint goes through :func:`export_checkpoint` (its own metadata); anything else
     through ``load_model``, whose class names, preprocessing statistics and crop size go into the
@@ -444,12 +461,10 @@ def export_spec(
     from ..checkpoints import CheckpointError
     from ..zoo import load_model
 
-    if not spec.startswith(("pretrained:", "vgg16:")):
+    if spec is not None and not model_code and Path(spec).is_file():
         try:
             opened = _open_trained(spec)
         except CheckpointError as exc:
-            if not Path(spec).is_file():
-                raise
             first = exc
         else:
             return _export_trained(opened, out, with_excitations, opset, input_size, check)
@@ -458,11 +473,11 @@ def export_spec(
         except CheckpointError:
             raise first from None
     else:
-        loaded = load_model(spec)
+        loaded = load_model(spec, model_code=model_code)
     pre = loaded.preprocess()
     meta: dict[str, Any] = {
         "class_names": loaded.class_names or [],
-        "source": Path(spec).name if Path(spec).is_file() else spec,
+        "source": (Path(spec).name if Path(spec).exists() else spec) if spec else str(model_code),
         "provenance": str(loaded.provenance),
         "mean": list(pre.mean),
         "std": list(pre.std),

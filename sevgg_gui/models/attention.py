@@ -5,7 +5,7 @@
 type's own convolution) and ``gate`` (``"sigmoid"`` or ``"hard_sigmoid"``). Every module accepts any
 channel count >= 1 and any spatial size, 1x1 and odd sizes included (no fixed-size pooling).
 
-Recording contract (see :mod:`sevgg_gui.recorder`): a channel gate is the output of a dedicated
+Recording contract (see :mod:`sevgg_gui.taps.builtin`): a channel gate is the output of a dedicated
 submodule ``gate`` ((B, C) or (B, C, 1, 1)), a spatial map the output of a dedicated submodule
 ``spatial_gate`` ((B, 1, H, W)), and the channel descriptor the output of ``avg_pool``. The recorder
 hooks exactly those, so it sees what the forward actually used and its interventions change the output.
@@ -21,7 +21,6 @@ from typing import Literal
 import torch
 from torch import nn
 
-from ..recorder import GateTap, register_gate_type, register_spatial_type
 from .se import SEBlock, se_hidden
 
 GateKind = Literal["sigmoid", "hard_sigmoid"]
@@ -331,22 +330,6 @@ register_attention("cbam", CBAM)
 register_attention("eca", ECA)
 
 ATTENTION_TYPES: tuple[type[nn.Module], ...] = (SEBlock, SpatialSE, SCSE, BAM, CBAM, ECA)
-
-
-def _channel_tap(m: nn.Module) -> GateTap:
-    return GateTap(
-        gate=m.gate,
-        squeeze=m.avg_pool,
-        squeeze_from="output",
-        channels=m.channels,
-        scales_input=isinstance(m, ECA),  # ECA's output is x * gate; the others add a spatial part
-    )
-
-
-for _cls in (SCSE, BAM, CBAM, ECA):
-    register_gate_type(_cls, _channel_tap)
-for _cls in (SpatialSE, SCSE, BAM, CBAM):
-    register_spatial_type(_cls, lambda m: m.spatial_gate)
 
 
 def reset_attention_parameters(model: nn.Module) -> None:

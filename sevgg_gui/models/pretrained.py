@@ -103,7 +103,7 @@ def _resolve_enum(name: str, weights: Any) -> Any | None:
 
 
 def _read(weights: str | os.PathLike[str] | Mapping[str, Any]) -> tuple[dict[str, torch.Tensor], dict, str]:
-    from ..checkpoints import read_state_dict, unwrap_state_dict
+    from ..statedict import read_state_dict, unwrap_state_dict
 
     if isinstance(weights, Mapping):
         sd, meta, _notes = unwrap_state_dict(weights)

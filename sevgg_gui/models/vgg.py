@@ -217,7 +217,7 @@ def _resolve_vgg16_source(source: Any) -> tuple[Mapping[str, torch.Tensor], str]
     if isinstance(source, Mapping):
         return source, "VGG16 state dict"
     if isinstance(source, str | Path) and Path(source).exists():
-        from ..checkpoints import read_state_dict
+        from ..statedict import read_state_dict
 
         sd, _meta, _fmt = read_state_dict(Path(source))
         return sd, f"VGG16 file {source}"

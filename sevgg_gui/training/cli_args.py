@@ -136,7 +136,9 @@ def add_eval_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def add_export_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--checkpoint", "-c", required=True)
+    p.add_argument(
+        "--checkpoint", "-c", help="a model spec (see `sevgg predict --help`); required without --model-code"
+    )
     p.add_argument("--onnx", "-o", required=True, metavar="OUT.onnx")
     p.add_argument(
         "--with-excitations",

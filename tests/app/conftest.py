@@ -13,12 +13,11 @@ import numpy as np
 import pytest
 import torch
 
+from sevgg_gui.bundled import SAMPLES  # noqa: F401  (the package's own copy, as installed)
 from sevgg_gui.images import Preprocess
 from sevgg_gui.inference import Predictor
 from sevgg_gui.models.vgg import VGG16_SE
 
-REPO = Path(__file__).resolve().parents[2]
-SAMPLES = REPO / "resources" / "samples"
 CLASSES = ["cat", "dog", "car"]
 
 

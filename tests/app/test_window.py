@@ -40,6 +40,7 @@ def test_window_opens_with_five_charts_of_the_right_size(window):
 
 
 def test_frames_flow_from_a_video_and_charts_equal_the_recorder(qtbot, window, video_file, small_model):
+    window.charts.mode_pinned = True  # about the gate view; this random model's flat gates would leave it
     assert window.open_source(str(video_file))
     wait_draws(qtbot, window, 3)
     window.toggle_pause(True)
@@ -268,6 +269,7 @@ def test_about_and_shortcut_boxes_do_not_block(qtbot, window):
 
 
 def test_context_menu_mutes_and_hover_describes(qtbot, window):
+    window.charts.mode_pinned = True  # about the gate view; this random model's flat gates would leave it
     window.open_source(str(SAMPLES / "rocket.jpg"))
     wait_draws(qtbot, window, 1)
     chart = window.charts.charts[2]
@@ -287,6 +289,7 @@ def test_context_menu_mutes_and_hover_describes(qtbot, window):
 def test_class_profiles_overlay_the_bars_and_bad_npz_is_refused(qtbot, window, small_model, tmp_path):
     from sevgg_gui.analysis_classwise import class_excitation_stats
 
+    window.charts.mode_pinned = True  # about the gate view; this random model's flat gates would leave it
     torch.manual_seed(0)
     batches = [(torch.rand(4, 3, 32, 32), torch.tensor([0, 1, 2, 0]))]
     profiles = class_excitation_stats(small_model, batches, CLASSES)

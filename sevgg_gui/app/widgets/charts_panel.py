@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import numpy as np
-from PySide6.QtCore import Signal
+from PySide6.QtCore import Signal, Slot
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -24,10 +24,18 @@ from PySide6.QtWidgets import (
 
 from .excitation_chart import MODE_LABELS, MODES, ExcitationChart, chart_series
 
-UNTRAINED_TEXT = (
-    "SE gates are untrained: every gate is exactly 0.5 after the ImageNet transfer, so the bars are flat. "
-    "The squeeze view shows the channel means the gates will learn from."
-)
+EXACT_HALF = "every gate is exactly 0.5 after the ImageNet transfer"
+
+
+def untrained_text(reason: str, mode: str) -> tuple[str, str]:
+    """The chart header for flat gates, and its button, in the given view."""
+    if mode == "squeeze":
+        return f"SE gates are untrained: showing channel means (squeeze view), as {reason}.", "Show gates"
+    return (
+        f"SE gates are untrained: {reason}, so the bars are flat. "
+        "The squeeze view shows the channel means the gates will learn from.",
+        "Show squeeze view",
+    )
 
 
 @dataclass
@@ -55,6 +63,14 @@ class ChartsPanel(QWidget):
         self.means: dict[str, np.ndarray] = {}
         self.selected_block: str | None = None
         self.last_result = None
+        # Flat gates (untrained): the view switches to squeeze by itself, once per model, unless the
+        # user chose a view (--mode, or switching back, which sticks for that model).
+        self.mode_pinned = False
+        self.flat_reason: str | None = None
+        self._auto_from: str | None = None  # the view before an automatic switch to squeeze
+        self._model_key: str | None = None
+        self._kept_gates: set[str | None] = set()  # models whose user switched back from the auto view
+        self._spatial_only = False
 
         bar = QHBoxLayout()
         bar.setContentsMargins(4, 2, 4, 2)
@@ -87,7 +103,7 @@ class ChartsPanel(QWidget):
         self.notice.setStyleSheet("QFrame{background:#3a3320;border-radius:4px} QLabel{color:#ffd27a}")
         nl = QHBoxLayout(self.notice)
         nl.setContentsMargins(8, 4, 8, 4)
-        self.notice_label = QLabel(UNTRAINED_TEXT)
+        self.notice_label = QLabel("")
         self.notice_label.setWordWrap(True)
         self.notice_btn = QPushButton("Show squeeze view")
         nl.addWidget(self.notice_label, 1)
@@ -115,11 +131,24 @@ class ChartsPanel(QWidget):
         self.sort_box.toggled.connect(self._options_from_ui)
         self.mean_box.toggled.connect(self._options_from_ui)
         self.profile_box.currentIndexChanged.connect(self._options_from_ui)
-        self.notice_btn.clicked.connect(lambda: self.set_mode("squeeze"))
+        self.notice_btn.clicked.connect(
+            lambda: self.set_mode("gates" if self.options.mode == "squeeze" else "squeeze")
+        )
         self.reset_btn.clicked.connect(lambda: self.interventionRequested.emit("", -1, "reset"))
 
     # ------------------------------------------------------------------ model / options
-    def set_blocks(self, blocks: list[tuple[str, int]], untrained: bool, spatial_only: bool = False) -> None:
+    def set_blocks(
+        self,
+        blocks: list[tuple[str, int]],
+        untrained: bool,
+        spatial_only: bool = False,
+        key: str | None = None,
+    ) -> None:
+        """New model: one chart per gated block. ``untrained`` (gates exactly 0.5) switches to the
+        squeeze view now; the worker's first result may still flag random gates as flat."""
+        if self._auto_from is not None:  # the automatic view belonged to the previous model
+            self._set_mode_quietly(self._auto_from)
+        self._auto_from, self.flat_reason, self._model_key = None, None, key
         for c in self.charts:
             c.setParent(None)
             c.deleteLater()
@@ -137,18 +166,10 @@ class ChartsPanel(QWidget):
             chart.hovered.connect(self.hovered)
             self.chart_box.addWidget(chart, 1)
             self.charts.append(chart)
-        self._untrained = untrained
-        if spatial_only:
-            self.notice_label.setText(
-                "This model's attention is spatial only (no channel gates): its maps are overlaid on the "
-                "input. Keys 1–9 choose which block's map."
-            )
-            self.notice_btn.setVisible(False)
-            self.notice.setVisible(True)
-        else:
-            self.notice_label.setText(UNTRAINED_TEXT)
-            self.notice_btn.setVisible(True)
-            self.notice.setVisible(untrained and self.options.mode == "gates")
+        self._spatial_only = spatial_only
+        if untrained and blocks:
+            self.gates_flat(EXACT_HALF)
+        self._update_notice()
         if blocks:
             self.select_block(
                 blocks[0][0] if self.selected_block not in dict(blocks) else self.selected_block
@@ -184,12 +205,57 @@ class ChartsPanel(QWidget):
     def set_mode(self, mode: str) -> None:
         self.mode_box.setCurrentIndex(MODES.index(mode))
 
+    @property
+    def preferred_mode(self) -> str:
+        """The view the user chose (what settings keep), not an automatic switch for flat gates."""
+        return self._auto_from if self._auto_from is not None else self.options.mode
+
+    @Slot(bool, float)
+    def on_gates_judged(self, flat: bool, spread: float) -> None:
+        """The worker's verdict on the new model's first frame."""
+        if flat and self.flat_reason is None:
+            self.gates_flat(f"they barely differ across channels (std {spread:.3f} on the 0–1 scale)")
+
+    def gates_flat(self, reason: str) -> None:
+        """This model's gates are flat: show the squeeze view instead, and the header says why."""
+        self.flat_reason = reason
+        if not self.mode_pinned and self._model_key not in self._kept_gates and self.options.mode == "gates":
+            self._auto_from = self.options.mode
+            self._set_mode_quietly("squeeze")
+        self._update_notice()
+
+    def _set_mode_quietly(self, mode: str) -> None:
+        self.mode_box.blockSignals(True)
+        self.mode_box.setCurrentIndex(MODES.index(mode))
+        self.mode_box.blockSignals(False)
+        self.options.mode = mode
+
+    def _update_notice(self) -> None:
+        if self._spatial_only:
+            self.notice_label.setText(
+                "This model's attention is spatial only (no channel gates): its maps are overlaid on the "
+                "input. Keys 1–9 choose which block's map."
+            )
+            self.notice_btn.setVisible(False)
+            self.notice.setVisible(True)
+            return
+        shown = self.flat_reason is not None and self.options.mode in ("gates", "squeeze")
+        if shown:
+            text, button = untrained_text(self.flat_reason, self.options.mode)
+            self.notice_label.setText(text)
+            self.notice_btn.setText(button)
+        self.notice_btn.setVisible(True)
+        self.notice.setVisible(shown)
+
     def _options_from_ui(self) -> None:
         self.options.mode = self.mode_box.currentData()
+        if self._auto_from is not None and self.options.mode != "squeeze":
+            self._auto_from = None  # the user left the automatic view: it stays left for this model
+            self._kept_gates.add(self._model_key)
         self.profile_index = int(self.profile_box.currentData() if self.profile_box.count() else -1)
         self.options.sort = self.sort_box.isChecked()
         self.options.show_mean = self.mean_box.isChecked()
-        self.notice.setVisible(getattr(self, "_untrained", False) and self.options.mode == "gates")
+        self._update_notice()
         self.optionsChanged.emit()
         if self.last_result is not None:
             self.update_result(self.last_result, update_means=False)

@@ -1,4 +1,5 @@
-"""The model panel: architecture, provenance, the article's SE parameter table, device."""
+"""The model panel: architecture, provenance, every attention block (kind, channels, found by),
+the article's SE parameter table, device."""
 
 from __future__ import annotations
 
@@ -10,10 +11,24 @@ from ..worker import ModelInfo
 
 
 def model_html(info: ModelInfo) -> str:
-    rows = "".join(
-        f"<tr><td>SE{i}</td><td>{html.escape(n)}</td><td align=right>{c}</td></tr>"
-        for i, (n, c) in enumerate(info.blocks, 1)
-    )
+    if info.attention:
+        rows = "".join(
+            f"<tr><td>{i}</td><td>{html.escape(str(b['name']))}</td><td>{html.escape(str(b['kind']))}</td>"
+            f"<td align=right>{b['channels'] or ''}</td><td>{html.escape(str(b['found_by']))}</td>"
+            f"<td>{'' if b['recorded'] else 'not recorded'}</td></tr>"
+            for i, b in enumerate(info.attention, 1)
+        )
+        head = "<tr><th>#</th><th>module</th><th>kind</th><th>channels</th><th>found by</th><th></th></tr>"
+        kinds = {str(b["kind"]): str(b["note"]) for b in info.attention if b["note"]}
+        explained = "".join(f"<li><b>{html.escape(k)}</b>: {html.escape(n)}</li>" for k, n in kinds.items())
+    else:  # a ModelInfo built by hand (tests): the channel-gated blocks only
+        rows = "".join(
+            f"<tr><td>SE{i}</td><td>{html.escape(n)}</td><td align=right>{c}</td></tr>"
+            for i, (n, c) in enumerate(info.blocks, 1)
+        )
+        head = "<tr><th>#</th><th>module</th><th>channels</th></tr>"
+        explained = ""
+    probe = f"<p><i>{html.escape(info.probe)}</i></p>" if info.probe else ""
     warn = f"<p style='color:#ffb454'><b>{html.escape(info.warning)}</b></p>" if info.warning else ""
     ckpt = (
         f"<tr><td>checkpoint</td><td>{html.escape(info.checkpoint)}</td></tr>"
@@ -30,7 +45,9 @@ def model_html(info: ModelInfo) -> str:
         f"<tr><td>device</td><td>{html.escape(info.device)}{' (half precision)' if info.half else ''}</td></tr>"
         f"<tr><td>SE gates</td><td>{'untrained (all exactly 0.5)' if info.untrained_gates else 'input-dependent'}</td></tr>"
         "</table>"
-        f"<h4>Attention blocks</h4><table cellspacing=2><tr><th>#</th><th>module</th><th>channels</th></tr>{rows}</table>"
+        f"<h4>Attention blocks</h4><table cellspacing=2>{head}{rows}</table>"
+        + (f"<ul>{explained}</ul>" if explained else "")
+        + probe
         + (
             f"<h4>SE cost (params = 2·C²/r)</h4><pre>{html.escape(info.cost_table)}</pre>"
             if info.cost_table
