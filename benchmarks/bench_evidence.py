@@ -22,9 +22,16 @@ from _common import Report, interleave, parser, setup_torch, start  # noqa: E402
 def main() -> int:
     p = parser(__doc__.splitlines()[0])
     p.add_argument("--size", type=int, default=224)
+    p.add_argument(
+        "--cpu-time",
+        action="store_true",
+        help="time with this process's CPU time (use with --threads 1 on a machine others keep busy)",
+    )
     args = p.parse_args()
     start(args)
     setup_torch(args.threads)
+    import time
+
     import numpy as np
     import torch
 
@@ -67,7 +74,9 @@ def main() -> int:
         live = LiveEvidence(EvidenceRequest(method=method, block=block))
         on(live)  # warm up (first import of pytorch-grad-cam, default-layer trace)
         t = interleave(
-            {"off": off, "on": lambda live=live: on(live)}, rounds=args.rounds or (2 if quick else 8)
+            {"off": off, "on": lambda live=live: on(live)},
+            rounds=args.rounds or (2 if quick else 8),
+            clock=time.process_time if args.cpu_time else time.perf_counter,
         )
         ratio = t.median("off") / t.median("on")
         rows.append(
@@ -86,6 +95,7 @@ def main() -> int:
         ["method", "evidence block", "frames/s off", "frames/s on", "on / off", "extra ms"], rows, "evidence"
     )
     print(f"# {type(model).__name__} at {size}x{size}, map at the last conv block, CPU, batch 1")
+    print(f"# clock: {'process CPU time' if args.cpu_time else 'wall'}; threads {torch.get_num_threads()}")
     return report.finish()
 
 
