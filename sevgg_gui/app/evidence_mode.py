@@ -136,6 +136,12 @@ class EvidenceMode(QObject):
         if self.panel.enable.isChecked() != on:
             self.panel.enable.setChecked(on)
         if self.live is None:
+            charts = self.window.charts
+            names = [c.block for c in charts.charts]
+            if on and names and charts.selected_block == names[0]:
+                # First use, block untouched: start at the last block, nearest the class decision (the
+                # first block's evidence needs a backward through nearly the whole network).
+                charts.select_block(names[-1])
             from ..evidence import EvidenceRequest, LiveEvidence
 
             self.live = LiveEvidence(EvidenceRequest(**self.request))

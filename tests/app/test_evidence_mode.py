@@ -61,8 +61,10 @@ def test_off_by_default_then_a_clicked_prediction_is_explained(qtbot, window):
         cw,
         ch,
     )
-    # The evidence row sits right under the selected block's gate chart, for that block.
+    # First use with the first block selected: the last block (nearest the decision) is selected.
     block = window.charts.selected_block
+    assert block == window.model_info.blocks[-1][0]
+    # The evidence row sits right under the selected block's gate chart, for that block.
     gate_chart = next(c for c in window.charts.charts if c.block == block)
     box = window.charts.chart_box
     assert box.indexOf(mode.chart) == box.indexOf(gate_chart) + 1
