@@ -114,6 +114,7 @@ class Result:
     timings: dict[str, float] = field(default_factory=dict)  # stage -> milliseconds
     image: np.ndarray | None = None  # the RGB frame that was classified
     meta: dict[str, Any] = field(default_factory=dict)
+    evidence: Any = None  # evidence.ClassEvidence of this frame while the class-evidence overlay is on
 
     @property
     def top1(self) -> Prediction:

@@ -34,6 +34,7 @@ from ..bundled import SAMPLES
 from ..model_specs import is_model_folder
 from ..pipeline import LatestSlot, SourcePump
 from ..sources import Frame, FrameSource, SourceError, is_camera_spec, open_source
+from .evidence_mode import EvidenceMode
 from .widgets.channel_view import ChannelView
 from .widgets.charts_panel import ChartOptions, ChartsPanel
 from .widgets.input_view import InputView
@@ -166,6 +167,7 @@ class MainWindow(QMainWindow):
         self._camerasListed.connect(self._on_cameras_listed, queued)
         self._open_request = 0  # the newest open request; late camera opens of older ones are dropped
         self.sourceEnded.connect(self._on_source_ended, queued)
+        self.evidence = EvidenceMode(self)  # class evidence: its own tab, overlay and chart row
         if load_model:
             self.load_model(checkpoint, model_code=model_code)
 

@@ -45,6 +45,7 @@ class ModelInfo:
     # Every attention block (recorded or only listed): name, type, kind, channels, found_by, note...
     attention: list[dict[str, Any]] = field(default_factory=list)
     probe: str = ""  # what the behaviour probe did, when it had modules to look at
+    class_names: list[str] = field(default_factory=list)
 
 
 class InferenceWorker(QObject):
@@ -71,6 +72,9 @@ class InferenceWorker(QObject):
         self._describers: list[threading.Thread] = []  # cost-table threads (see _describe)
         self._quiet_polls = 0
         self._judge_gates = False  # the next new frame tells whether this model's gates are flat
+        # Called as extra(predictor, frame, result) after each prediction, on this thread (app modes such
+        # as class evidence); change the list only through submit(), so it never changes mid-frame.
+        self.extras: list[Callable[[Any, Frame, Any], None]] = []
 
     @property
     def idle(self) -> bool:
@@ -185,6 +189,11 @@ class InferenceWorker(QObject):
             if self.model_slowdown_s:
                 time.sleep(self.model_slowdown_s)
             result = self.predictor.predict(frame.rgb)
+            for extra in self.extras:
+                try:
+                    extra(self.predictor, frame, result)
+                except Exception as exc:  # a mode's failure must not cost the frame its prediction
+                    self.inferenceFailed.emit(_one_line(exc))
             result.meta.update(
                 origin=frame.origin,
                 index=frame.index,
@@ -328,6 +337,7 @@ def describe_model(predictor: Any, loaded: Any = None, *, with_cost: bool = True
         cost_table=table,
         notes=list(getattr(loaded, "notes", []) or []) + [f"input {size}x{size}"],
         preprocess=predictor.preprocess,
+        class_names=list(predictor.class_names),
     )
 
 

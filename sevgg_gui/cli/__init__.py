@@ -12,7 +12,7 @@ import argparse
 import os
 from collections.abc import Sequence
 
-from . import deploy, inspection, training
+from . import deploy, explain, inspection, training
 from .common import err, expand_inputs
 
 __all__ = ["build_parser", "expand_inputs", "main"]
@@ -24,7 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"sevgg_gui {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for group in (inspection, training, deploy):
+    for group in (inspection, training, deploy, explain):
         group.register(sub)
     return parser
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from PySide6.QtCore import QRectF, QSize, Qt
+from PySide6.QtCore import QRectF, QSize, Qt, Signal
 from PySide6.QtGui import QColor, QFont, QPainter
 from PySide6.QtWidgets import QSizePolicy, QWidget
 
 
 class PredictionsView(QWidget):
+    rowClicked = Signal(int)  # rank (0 = top-1) of a clicked prediction
+
     def __init__(self, parent: QWidget | None = None, rows: int = 5) -> None:
         super().__init__(parent)
         self.rows = rows
@@ -22,6 +24,12 @@ class PredictionsView(QWidget):
     def set_predictions(self, items: list[tuple[str, float]]) -> None:
         self.items = items[: self.rows]
         self.update()
+
+    def mousePressEvent(self, event) -> None:  # noqa: N802 - Qt override
+        row = int((event.position().y() - 4) // ((self.height() - 8) / self.rows))
+        if 0 <= row < len(self.items) and event.button() == Qt.MouseButton.LeftButton:
+            self.rowClicked.emit(row)
+        super().mousePressEvent(event)
 
     def paintEvent(self, _event) -> None:  # noqa: N802 - Qt override
         p = QPainter(self)
