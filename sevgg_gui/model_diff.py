@@ -492,15 +492,18 @@ def diff_models(
     batch_size: int = 32,
     device: str = "auto",
     progress: Callable[[int], None] | None = None,
+    on_error: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Run A and B over the same images and compare them (see the module docstring).
 
     ``a`` / ``b``: a model spec (anything :func:`~sevgg_gui.backends.open_predictor` opens: checkpoints,
     ``pretrained:...``, ``.onnx`` files), a LoadedModel, or a ready predictor. ``images``: paths, arrays
     or PIL images, or (image, label) pairs (a labelled data set); labels add the ``classes`` entry.
+    ``on_error``: called with one line for an input that is not an image, which is then skipped
+    (without it, the :class:`~sevgg_gui.images.ImageError` propagates).
     """
     from .backends import as_predictor
-    from .images import to_rgb_array
+    from .images import ImageError, to_rgb_array
 
     pa, ida, name_a = as_predictor(a, device=device)
     pb, idb, name_b = as_predictor(b, device=device)
@@ -528,7 +531,14 @@ def diff_models(
         for image, label in _items(images):
             if limit is not None and done + len(batch) >= limit:
                 break
-            batch.append((to_rgb_array(image), label))
+            try:
+                rgb = to_rgb_array(image)
+            except ImageError as exc:
+                if on_error is None:
+                    raise
+                on_error(str(exc))
+                continue
+            batch.append((rgb, label))
             if len(batch) >= batch_size:
                 flush()
         if batch:
