@@ -253,7 +253,7 @@ class FrameComparison:
     unpaired: list[dict[str, Any]]
     top1_agree: bool
     top5_overlap: float
-    b_ms: float
+    b_ms: float  # wall time spent on B for this frame (B's own stages: result_b.timings)
 
 
 class LiveComparison:
@@ -303,10 +303,12 @@ class LiveComparison:
             self._key = key
         return self._pairing
 
-    def run(self, rgb: np.ndarray, ra: Any) -> FrameComparison:
+    def run(self, rgb: np.ndarray, ra: Any, rb: Any = None) -> FrameComparison:
+        """B on ``rgb`` (or its earlier ``rb`` of the same frame: A re-ran after an intervention)."""
         t0 = time.perf_counter()
-        rb = self.b.predict(rgb)
-        b_ms = (time.perf_counter() - t0) * 1e3
+        if rb is None:
+            rb = self.b.predict(rgb)
+        b_ms = (time.perf_counter() - t0) * 1e3  # ~0 when B's result was reused
         pairing = self.pairing_for(ra, rb)
         return FrameComparison(
             result_b=rb,

@@ -22,6 +22,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--model",
         help=".pth / .safetensors checkpoint, or pretrained:mobilenet_v3_small | vgg16:cbam | ... (see Model menu)",
     )
+    p.add_argument(
+        "--compare", metavar="SPEC", help="compare mode: run model B (any model spec or .onnx) beside it"
+    )
     p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default=None)
     p.add_argument("--frames", type=int, default=None, help="headless: process N frames, then exit")
     p.add_argument("--screenshot", help="headless: save the whole window to this PNG and exit")
@@ -85,6 +88,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         settings = QSettings()
     win = MainWindow(settings, checkpoint=args.checkpoint, device=args.device)
+    if args.compare:
+        win.compare.start(args.compare)  # queued on the worker after model A's load
     if args.mode:
         win.charts.set_mode(args.mode)
     if args.profiles:

@@ -32,6 +32,7 @@ from PySide6.QtWidgets import (
 
 from ..pipeline import LatestSlot, SourcePump
 from ..sources import Frame, FrameSource, SourceError, is_camera_spec, open_source
+from .compare_mode import CompareMode
 from .widgets.channel_view import ChannelView
 from .widgets.charts_panel import ChartOptions, ChartsPanel
 from .widgets.input_view import InputView
@@ -40,7 +41,7 @@ from .widgets.predictions import PredictionsView
 from .widgets.thumbnails import FeatureThumbnails
 from .worker import ModelInfo, WorkerThread
 
-CHECKPOINT_SUFFIXES = {".pth", ".pt", ".ckpt", ".bin", ".safetensors"}
+CHECKPOINT_SUFFIXES = {".pth", ".pt", ".ckpt", ".bin", ".safetensors", ".onnx"}  # .onnx: compare's B
 SAMPLES = Path(__file__).resolve().parents[2] / "resources" / "samples"
 
 SHORTCUTS = [
@@ -162,6 +163,7 @@ class MainWindow(QMainWindow):
         self._camerasListed.connect(self._on_cameras_listed, queued)
         self._open_request = 0  # the newest open request; late camera opens of older ones are dropped
         self.sourceEnded.connect(self._on_source_ended, queued)
+        self.compare = CompareMode(self)  # Model → Compare with…: model B beside this one
         if load_model:
             self.load_model(checkpoint)
 
@@ -641,6 +643,7 @@ class MainWindow(QMainWindow):
             self.input_view.set_frame(result.image, meta.get("crop_box"))
         self.predictions.set_predictions([(p.label, p.prob) for p in result.topk])
         self.charts.update_result(result)
+        self.compare.draw(result)
         self._update_maps(result)
         if self.recording is not None and not meta.get("rerun"):
             self.recording.append(result)
@@ -790,7 +793,7 @@ class MainWindow(QMainWindow):
         anything else opens as a source."""
         suffix = Path(path).suffix.lower()
         if suffix in CHECKPOINT_SUFFIXES:
-            self.load_model(path)
+            self.compare.start(path) if self.compare.wants_drop(path) else self.load_model(path)
         elif suffix == ".npz":
             self.load_profiles(path)
         else:
@@ -912,7 +915,7 @@ class MainWindow(QMainWindow):
         profiles = [p for p in paths if Path(p).suffix.lower() == ".npz"]
         others = [p for p in paths if p not in ckpts and p not in profiles]
         if ckpts:
-            self.load_model(ckpts[0])
+            self.compare.start(ckpts[0]) if self.compare.wants_drop(ckpts[0]) else self.load_model(ckpts[0])
         if profiles:
             self.load_profiles(profiles[0])
         if others:

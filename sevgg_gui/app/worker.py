@@ -65,6 +65,7 @@ class InferenceWorker(QObject):
         self._undescribed: ModelInfo | None = None  # cost table still to compute
         self._describers: list[threading.Thread] = []  # cost-table threads (see _describe)
         self._quiet_polls = 0
+        self.compare: Any = None  # compare mode's model B (app/compare_mode.CompareSlot), set by the window
 
     @property
     def idle(self) -> bool:
@@ -137,6 +138,8 @@ class InferenceWorker(QObject):
                 self._describe()  # after the first prediction, not before it
             self._busy = False
         self._drain_commands()
+        if self.compare is not None:
+            self.compare.drop(emit=False)
         if self.predictor is not None:
             self.predictor.close()
         # Hand this object back to the main thread, so it is deleted there like any other wrapper
@@ -183,6 +186,8 @@ class InferenceWorker(QObject):
                 crop_box=self.predictor.preprocess.crop_box(*frame.rgb.shape[:2]),
                 maps_block=self.maps_block,
             )
+            if self.compare is not None:
+                self.compare.run(frame, result, rerun)  # B on the same frame, right after A
             self.processed += 1
             self.resultReady.emit(result)
         except Exception as exc:
@@ -200,6 +205,8 @@ class InferenceWorker(QObject):
         if self.maps_block not in predictor.block_names:
             self.maps_block = predictor.block_names[0]
         predictor.set_maps_for([self.maps_block])
+        if self.compare is not None:
+            self.compare.a_changed(predictor, info)
         self._undescribed = info if not info.cost_table else None
         self.modelLoaded.emit(info)
         if self.last_frame is not None:  # a frame that arrived while no model was ready
