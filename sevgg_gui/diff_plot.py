@@ -36,7 +36,7 @@ def save_diff_png(d: Mapping[str, Any], path: str | os.PathLike[str], *, channel
         labels = [
             f"{i}: {_short(b['a'])}"
             + ("" if b["a"] == b["b"] else f"\n↔ {_short(b['b'])}")
-            + f"\n{b['channels']} ch"
+            + f"\n{b['channels']} ch{' by origin' if b.get('by_origin') else ''}"
             for i, b in enumerate(blocks, 1)
         ]
         x = np.arange(len(blocks))
@@ -56,7 +56,7 @@ def save_diff_png(d: Mapping[str, Any], path: str | os.PathLike[str], *, channel
         ax.set_xticks(x, labels, fontsize=7)
         ax.set_ylim(min(0.0, np.nanmin([b["spearman"] or 0 for b in blocks])) - 0.02, 1.08)
         ax.axhline(1.0, color="#888888", lw=0.6, ls=":")
-        ax.legend(fontsize=7, loc="lower left", ncols=2)
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncols=4, frameon=False)
         ax.set_title("Per paired block, mean over images", fontsize=9)
     else:
         ax.text(0.5, 0.5, "no blocks could be paired", ha="center", va="center", transform=ax.transAxes)
@@ -78,7 +78,7 @@ def save_diff_png(d: Mapping[str, Any], path: str | os.PathLike[str], *, channel
         y = np.arange(len(rows))[::-1]
         ax.barh(y + 0.2, [r[1] for r in rows], 0.4, label="A mean gate", color="#4c8bd6")
         ax.barh(y - 0.2, [r[2] for r in rows], 0.4, label="B mean gate", color="#f0a030")
-        ax.set_yticks(y, [f"{r[0]}  Δ {r[2] - r[1]:+.3f}" for r in rows], fontsize=7)
+        ax.set_yticks(y, [f"{r[0]}  Δ {r[2] - r[1]:+.4f}" for r in rows], fontsize=7)
         ax.set_xlim(0, max(1.0, max(max(r[1], r[2]) for r in rows) * 1.05))
         ax.legend(fontsize=7, loc="lower right")
         ax.set_title(

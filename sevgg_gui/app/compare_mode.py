@@ -58,19 +58,29 @@ class CompareSlot(QObject):
     # ------------------------------------------------------------------ worker thread only
     def load(self, spec: str, device: str = "auto") -> None:
         from ..backends import open_predictor
-        from ..model_diff import LiveComparison
 
         try:
             opened = open_predictor(spec, device=device)
         except Exception as exc:  # any failure to load B is one line; A is untouched
             self.failed.emit(_one_line(exc))
             return
+        self.install(opened.predictor, opened.name, opened.provenance, opened.warning, opened.identity)
+
+    def install(
+        self,
+        predictor: Any,
+        name: str,
+        provenance: str | None = None,
+        warning: str | None = None,
+        identity: tuple = (None, None, None),
+    ) -> None:
+        """Make a ready predictor model B (also for benchmarks and models built elsewhere)."""
+        from ..model_diff import LiveComparison
+
         self.drop(emit=False)
-        self.comparison = LiveComparison(opened.predictor, name=opened.name, identity=opened.identity)
+        self.comparison = LiveComparison(predictor, name=name, identity=identity)
         self.comparison.set_a(*self._a)
-        self.loaded.emit(
-            CompareInfo(opened.name, opened.provenance, str(opened.predictor.device), opened.warning)
-        )
+        self.loaded.emit(CompareInfo(name, provenance or name, str(predictor.device), warning))
 
     def drop(self, emit: bool = True) -> None:
         """Leave compare mode: B's predictor is closed (its hooks removed) and released."""
