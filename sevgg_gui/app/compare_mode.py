@@ -247,6 +247,7 @@ class CompareMode(QObject):
             if self.view.a_info is not self.win.model_info:  # another A was loaded meanwhile
                 self.view.set_models(self.win.model_info, self.info)
             self.view.update_comparison(result, cmp)
+            self.view.set_interventions(self.win.charts.interventions_label.text())
             ta = result.timings.get("model", 0.0)
             tb = cmp.result_b.timings.get("model", 0.0)
             self.hud.setText(f"A model {ta:.0f} ms · B model {tb:.0f} ms")

@@ -64,7 +64,9 @@ def test_a_vs_a_agrees_and_a_mute_shows_in_exactly_that_channel(qtbot, window, s
     assert cmp.result_b.excitations[block][ch] > 0
     chart = view.charts[2]
     assert chart.a[ch] == 0.0 and chart.b[ch] > 0
+    qtbot.waitUntil(lambda: "SE3:7=0" in view.interventions.text(), timeout=10_000)  # A's list, shown here
     view.set_mode("diff")
+    assert view.view_box.currentData() == "diff"
     assert chart.bars_d.isVisible() and not chart.bars_a.isVisible()
     assert chart.bars_d.opts["height"][ch] == pytest.approx(chart.b[ch])
     assert "B−A" in chart.describe(ch)

@@ -214,6 +214,11 @@ class CompareView(QWidget):
         bar = QHBoxLayout()
         bar.setContentsMargins(4, 0, 4, 0)
         bar.addWidget(self.agreement, 1)
+        self.interventions = QLabel("")
+        self.interventions.setStyleSheet("color: #ffaa28")
+        self.interventions.setToolTip("Interventions act on model A; right-click a bar for more, or Reset")
+        self.interventions.setVisible(False)
+        bar.addWidget(self.interventions)
         bar.addWidget(QLabel("Show:"))
         bar.addWidget(self.view_box)
         bar.addWidget(self.stop_btn)
@@ -250,8 +255,19 @@ class CompareView(QWidget):
 
     def set_mode(self, mode: str) -> None:
         self.mode = mode
+        keys = [k for k, _t in VIEWS]
+        if self.view_box.currentData() != mode and mode in keys:
+            self.view_box.blockSignals(True)
+            self.view_box.setCurrentIndex(keys.index(mode))
+            self.view_box.blockSignals(False)
         for c in self.charts:
             c.set_mode(mode)
+
+    def set_interventions(self, text: str) -> None:
+        """The window's intervention list (they act on A), shown here while the charts are hidden."""
+        if self.interventions.text() != text:
+            self.interventions.setText(text)
+            self.interventions.setVisible(bool(text))
 
     def _rebuild(self, frames: list[Any]) -> None:
         for c in self.charts:
