@@ -575,12 +575,12 @@ def format_diff(d: Mapping[str, Any]) -> str:
     if d["blocks"]:
         lines.append(
             f"{'block A':<16}{'block B':<16}{'ch':>5}{'cosine':>9}{'spearman':>10}{'|B-A|':>9}{'top-10':>8}"
-            "  most changed (A ch: A's mean gate, B - A)"
+            "  most changed (A ch: A's mean gate, Δ = B - A)"
         )
         for blk in d["blocks"]:
             sp = "-" if blk["spearman"] is None else f"{blk['spearman']:.3f}"
             moved = ", ".join(
-                f"{c['a_channel']}: {c['mean_a']:.3f}{c['mean_b'] - c['mean_a']:+.4f}"
+                f"{c['a_channel']}: {c['mean_a']:.3f} Δ{c['mean_b'] - c['mean_a']:+.4f}"
                 for c in blk.get("most_changed", [])[:3]
             )
             ch = f"{blk['channels']}{'*' if blk.get('by_origin') else ''}"
