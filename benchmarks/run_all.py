@@ -16,7 +16,17 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-ORDER = ["se_block", "model_overhead", "fast_path", "recorder", "pipeline", "compare", "startup", "scaling", "attention"]
+ORDER = [
+    "se_block",
+    "model_overhead",
+    "fast_path",
+    "recorder",
+    "pipeline",
+    "compare",
+    "startup",
+    "scaling",
+    "attention",
+]
 
 
 def main() -> int:
