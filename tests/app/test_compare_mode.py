@@ -130,3 +130,30 @@ def test_onnx_b_pairs_with_its_torch_model_and_unpairable_blocks_are_listed(
     cmp = win.last_result.meta["compare"]
     assert cmp.unpaired == [] and all(f.mean_abs_diff < 1e-4 for f in cmp.blocks)  # onnxruntime vs oneDNN
     assert len(win.compare.view.charts) == 5
+
+
+def test_a_b_that_fails_on_a_frame_is_dropped_and_a_keeps_running(qtbot, window, slim_ckpt, tmp_path) -> None:
+    """A real run-time failure of B: an ONNX file whose input is fixed at 40x40 while its metadata says
+    32 px (exported elsewhere, say): onnxruntime loads it and refuses every frame."""
+    onnx = pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    from sevgg_gui.deploy.onnx_export import export_checkpoint
+
+    path = tmp_path / "tiny.onnx"
+    export_checkpoint(slim_ckpt, path, with_excitations=True, check=False)
+    proto = onnx.load(str(path))
+    for d in proto.graph.input[0].type.tensor_type.shape.dim[2:]:
+        d.dim_value = 40
+    onnx.save(proto, str(path))
+    win = window
+    win.open_source(str(SAMPLES / "chelsea.png"))
+    wait_draws(qtbot, win, 1)
+    win.compare.start(str(path))
+    qtbot.waitUntil(win.error_banner.isVisible, timeout=60_000)
+    text = win.error_banner.label.text()
+    assert text.startswith("Model B stopped") and "A keeps running" in text and "\n" not in text
+    qtbot.waitUntil(lambda: win.compare.slot.comparison is None and not win.compare.active, timeout=20_000)
+    assert win.charts.isVisible() and not win.compare.view.isVisible()
+    win.worker_thread.worker.rerun()
+    wait_draws(qtbot, win, 1)
+    assert win.last_result.topk and "compare" not in win.last_result.meta
