@@ -157,3 +157,22 @@ def test_a_b_that_fails_on_a_frame_is_dropped_and_a_keeps_running(qtbot, window,
     win.worker_thread.worker.rerun()
     wait_draws(qtbot, win, 1)
     assert win.last_result.topk and "compare" not in win.last_result.meta
+
+
+def test_headless_compare_flag(tmp_path, slim_ckpt) -> None:
+    """`sevgg-gui -c A --compare B` as a user runs it: both models on the frame, one screenshot."""
+    from PIL import Image
+
+    from .test_headless import run_gui
+
+    out = tmp_path / "cmp.png"
+    proc = run_gui(
+        "--source", str(SAMPLES / "coffee.png"), "-c", str(slim_ckpt), "--compare", str(slim_ckpt),
+        "--frames", "1", "--screenshot", str(out), "--size", "1280x800",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    img = Image.open(out).convert("RGB")
+    assert img.size == (1280, 800) and "Traceback" not in proc.stderr
+    # B's bars (drawn only in compare mode) are on the screenshot.
+    b_pixels = dict((c, n) for n, c in img.getcolors(maxcolors=1_000_000)).get((240, 160, 48), 0)
+    assert b_pixels > 500, b_pixels
