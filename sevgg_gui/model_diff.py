@@ -385,8 +385,11 @@ class DiffAccumulator:
         self.images += 1
         self.top1 += top1_agrees(ra, rb)
         self.top5 += top5_overlap(ra, rb)
-        for st, f in zip(self.stats, frames, strict=True):
-            st.add(f, label)
+        by_pair = {id(f.pair): f for f in frames}
+        for st in self.stats:  # a block missing from one Result is skipped for that input only
+            f = by_pair.get(id(st.pair))
+            if f is not None:
+                st.add(f, label)
         if label is not None:
             self.class_counts[label] = self.class_counts.get(label, 0) + 1
         self.a_ms += ra.timings.get("model", 0.0)
