@@ -247,6 +247,13 @@ def main() -> int:
         win.draw_result(last)
         draws.append((time.perf_counter() - t0) * 1e3)
         app.processEvents()
+    win.compare.view.set_mode("diff")
+    diff_draws = []
+    for _ in range(4 if quick else 40):
+        t0 = time.perf_counter()
+        win.draw_result(last)
+        diff_draws.append((time.perf_counter() - t0) * 1e3)
+        app.processEvents()
     cmp = last.meta.get("compare")
     report.print_table(
         ["compare mode, 30 fps camera", "value"],
@@ -256,6 +263,7 @@ def main() -> int:
             ["UI timer probe: longest stall (ms)", f"{stall:.1f}"],
             ["UI timer probe: p99 gap - 5 ms", f"{pct(gaps, 0.99) - 5:.1f}" if gaps else "—"],
             ["draw_result of a compared Result, median ms", f"{statistics.median(draws):.2f}"],
+            ["  the same in the B − A view, median ms", f"{statistics.median(diff_draws):.2f}"],
         ],
         "ui",
     )

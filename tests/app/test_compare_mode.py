@@ -68,7 +68,8 @@ def test_a_vs_a_agrees_and_a_mute_shows_in_exactly_that_channel(qtbot, window, s
     view.set_mode("diff")
     assert view.view_box.currentData() == "diff"
     assert chart.bars_d.isVisible() and not chart.bars_a.isVisible()
-    assert chart.bars_d.opts["height"][ch] == pytest.approx(chart.b[ch])
+    assert chart.bars_d.opts["height"][ch] == pytest.approx(chart.b[ch])  # B − A > 0: a rise
+    assert chart.bars_dn.opts["height"][ch] == 0.0
     assert "B−A" in chart.describe(ch)
 
 
