@@ -190,6 +190,7 @@ class CompareView(QWidget):
         self.charts: list[CompareBlockChart] = []
         self._pairs_key: tuple | None = None
         self.mode = "mirrored"
+        self._agree: bool | None = None
 
         self.a_label = QLabel("A: —")
         self.b_label = QLabel("B: —")
@@ -301,9 +302,10 @@ class CompareView(QWidget):
             f"top-1 {'agrees ✓' if cmp.top1_agree else 'differs ✗'} · "
             f"top-{k} overlap {round(cmp.top5_overlap * k)}/{k} · {len(cmp.blocks)} paired block(s)"
         )
-        self.agreement.setStyleSheet(
-            f"font-weight: bold; color: {'#8fd18f' if cmp.top1_agree else '#ff9a8a'}"
-        )
+        if self._agree is not cmp.top1_agree:  # a style sheet change re-polishes the widget: only on change
+            self._agree = cmp.top1_agree
+            color = "#8fd18f" if cmp.top1_agree else "#ff9a8a"
+            self.agreement.setStyleSheet(f"font-weight: bold; color: {color}")
         if cmp.unpaired:
             text = ", ".join(f"{u['model'].upper()} {u['block']} ({u['channels']} ch)" for u in cmp.unpaired)
             self.unpaired.setText(f"Unpaired (no block of the other model has a matching place): {text}")
