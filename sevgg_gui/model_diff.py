@@ -261,7 +261,8 @@ class LiveComparison:
 
     Lives on the inference worker thread (the app calls nothing here from the UI thread). B is any
     predictor with ``predict(image) -> Result`` (torch or onnxruntime); the pairing is recomputed when
-    A's blocks change (another A loaded). ``prune_record``: B's ``pruned`` metadata, if any.
+    A's blocks change (another A loaded). ``identity``: B's (sha256, path, ``sevgg prune`` record), so
+    a pruned B pairs with its source A channel by channel (and a pruned A with its source B).
     """
 
     def __init__(
