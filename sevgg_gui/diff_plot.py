@@ -34,7 +34,7 @@ def save_diff_png(d: Mapping[str, Any], path: str | os.PathLike[str], *, channel
     ax = axes[0]
     if blocks:
         labels = [
-            f"{i}: {_short(b['a'])}"
+            f"{i}: {_short(b['a'], 14 if len(blocks) > 5 else 18)}"
             + ("" if b["a"] == b["b"] else f"\n↔ {_short(b['b'])}")
             + f"\n{b['channels']} ch{' by origin' if b.get('by_origin') else ''}"
             for i, b in enumerate(blocks, 1)
@@ -53,7 +53,10 @@ def save_diff_png(d: Mapping[str, Any], path: str | os.PathLike[str], *, channel
         ax.bar(x + 1.5 * w, mad, w, label="mean |B − A| (value above)", color="#d04a4a")
         for xi, v in zip(x, mad, strict=True):  # often far below the bar scale: print it
             ax.text(xi + 1.5 * w, 1.015, f"{v:.2g}", ha="center", va="bottom", fontsize=6, color="#d04a4a")
-        ax.set_xticks(x, labels, fontsize=7)
+        many = len(blocks) > 5  # long module names side by side would overlap: slant them
+        ax.set_xticks(
+            x, labels, fontsize=6 if many else 7, rotation=30 if many else 0, ha="right" if many else "center"
+        )
         ax.set_ylim(min(0.0, np.nanmin([b["spearman"] or 0 for b in blocks])) - 0.02, 1.08)
         ax.axhline(1.0, color="#888888", lw=0.6, ls=":")
         ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncols=4, frameon=False)
@@ -72,7 +75,7 @@ def save_diff_png(d: Mapping[str, Any], path: str | os.PathLike[str], *, channel
     ax = axes[1]
     rows = []
     for i, b in enumerate(blocks, 1):
-        for c in (b.get("most_changed") or [])[:channels_per_block]:
+        for c in [c for c in b.get("most_changed") or [] if c["mean_abs_diff"] > 0][:channels_per_block]:
             rows.append((f"block {i} ch {c['a_channel']}", c["mean_a"], c["mean_b"]))
     if rows:
         y = np.arange(len(rows))[::-1]

@@ -577,8 +577,10 @@ def format_diff(d: Mapping[str, Any]) -> str:
         f"top-5 overlap {pct(d['top5_agreement'])}",
     ]
     if d["blocks"]:
+        wa = max(len("block A"), *(len(b["a"]) for b in d["blocks"])) + 2
+        wb = max(len("block B"), *(len(b["b"]) for b in d["blocks"])) + 1
         lines.append(
-            f"{'block A':<16}{'block B':<16}{'ch':>5}{'cosine':>9}{'spearman':>10}{'|B-A|':>9}{'top-10':>8}"
+            f"{'block A':<{wa}}{'block B':<{wb}}{'ch':>5}{'cosine':>9}{'spearman':>10}{'|B-A|':>9}{'top-10':>8}"
             "  most changed (A ch: A's mean gate, Δ = B - A)"
         )
         for blk in d["blocks"]:
@@ -589,7 +591,7 @@ def format_diff(d: Mapping[str, Any]) -> str:
             )
             ch = f"{blk['channels']}{'*' if blk.get('by_origin') else ''}"
             lines.append(
-                f"{blk['a']:<16}{blk['b']:<16}{ch:>5}{blk['cosine']:>9.4f}{sp:>10}"
+                f"{blk['a']:<{wa}}{blk['b']:<{wb}}{ch:>5}{blk['cosine']:>9.4f}{sp:>10}"
                 f"{blk['mean_abs_diff']:>9.4f}{blk['top10_overlap']:>8.2f}  {moved}"
             )
         if any(blk.get("by_origin") for blk in d["blocks"]):
