@@ -177,3 +177,21 @@ def test_headless_compare_flag(tmp_path, slim_ckpt) -> None:
     # B's bars (drawn only in compare mode) are on the screenshot.
     b_pixels = dict((c, n) for n, c in img.getcolors(maxcolors=1_000_000)).get((240, 160, 48), 0)
     assert b_pixels > 500, b_pixels
+
+
+def test_shift_drop_of_a_checkpoint_compares_instead_of_replacing(qtbot, window, same_ckpt) -> None:
+    from PySide6.QtCore import Qt
+    from PySide6.QtTest import QTest
+
+    win = window
+    win.open_source(str(SAMPLES / "chelsea.png"))
+    wait_draws(qtbot, win, 1)
+    a_before = win.model_info
+    QTest.keyPress(win, Qt.Key.Key_Shift, Qt.KeyboardModifier.ShiftModifier)
+    try:
+        drop(win, [same_ckpt])
+    finally:
+        QTest.keyRelease(win, Qt.Key.Key_Shift)
+    qtbot.waitUntil(lambda: win.compare.active, timeout=60_000)
+    assert win.model_info is a_before  # A stayed; the dropped file became B
+    assert win.compare.info.spec == str(same_ckpt)
