@@ -53,10 +53,12 @@ def test_a_vs_a_agrees_and_a_mute_shows_in_exactly_that_channel(qtbot, window, s
     assert "A model" in win.compare.hud.text() and "B model" in win.compare.hud.text()
     assert [label for label, _p in view.pred_a.items] == [label for label, _p in view.pred_b.items]
 
-    # Interventions apply to A; B stays the reference.
+    # Interventions apply to A (here from the compare chart's own context menu); B stays the reference.
     block = win.model_info.blocks[2][0]
     ch = 7
-    win.request_intervention(block, ch, "mute")
+    mute = view.charts[2].context_menu(ch).actions()[0]
+    assert "Mute A's channel 7" in mute.text()
+    mute.trigger()
     qtbot.waitUntil(lambda: win.last_result.excitations[block][ch] == 0.0, timeout=30_000)
     cmp = win.last_result.meta["compare"]
     frame = next(f for f in cmp.blocks if f.pair.a == block)
