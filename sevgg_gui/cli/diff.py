@@ -96,8 +96,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "mean |B - A| and top-10 channel overlap of the gates. A and B: checkpoints, pretrained:<name>, "
         "vgg16:<attention> or exported .onnx files (sevgg export --with-excitations).",
     )
-    p.add_argument("a", metavar="A", help="model A (the reference)")
-    p.add_argument("b", metavar="B", help="model B")
+    p.add_argument("a", metavar="A", help="model A")
+    p.add_argument("b", metavar="B", help="model B (differences are reported as B - A)")
     p.add_argument("images", nargs="*", metavar="IMAGES", help="image files or folders")
     p.add_argument("--data", help="a labelled data set instead of images: KIND:PATH or an ImageFolder DIR")
     p.add_argument("--split", default="test", choices=["train", "val", "test"], help="split of --data (test)")
