@@ -22,6 +22,7 @@ ORDER = [
     "fast_path",
     "recorder",
     "pipeline",
+    "compare",
     "startup",
     "scaling",
     "attention",

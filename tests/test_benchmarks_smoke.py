@@ -22,6 +22,7 @@ def test_every_benchmark_is_covered() -> None:
     assert SCRIPTS == [
         "bench_attention.py",
         "bench_evidence.py",
+        "bench_compare.py",
         "bench_fast_path.py",
         "bench_model_overhead.py",
         "bench_pipeline.py",

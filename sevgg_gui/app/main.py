@@ -29,6 +29,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="build the model with your own code (FILE.py:FUNCTION or package.module:FUNCTION); "
         "--checkpoint then names its weights",
     )
+    p.add_argument(
+        "--compare", metavar="SPEC", help="compare mode: run model B (any model spec or .onnx) beside it"
+    )
     p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default=None)
     p.add_argument("--frames", type=int, default=None, help="headless: process N frames, then exit")
     p.add_argument("--screenshot", help="headless: save the whole window to this PNG and exit")
@@ -99,6 +102,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         settings = QSettings()
     win = MainWindow(settings, checkpoint=args.checkpoint, device=args.device, model_code=args.model_code)
+    if args.compare:
+        win.compare.start(args.compare)  # queued on the worker after model A's load
     if args.mode:
         win.charts.set_mode(args.mode)
         win.charts.mode_pinned = True  # an explicit view wins over the automatic one for flat gates

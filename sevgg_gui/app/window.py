@@ -35,6 +35,7 @@ from ..model_specs import is_model_folder
 from ..pipeline import LatestSlot, SourcePump
 from ..sources import Frame, FrameSource, SourceError, is_camera_spec, open_source
 from .evidence_mode import EvidenceMode
+from .compare_mode import CompareMode
 from .widgets.channel_view import ChannelView
 from .widgets.charts_panel import ChartOptions, ChartsPanel
 from .widgets.input_view import InputView
@@ -43,7 +44,7 @@ from .widgets.predictions import PredictionsView
 from .widgets.thumbnails import FeatureThumbnails
 from .worker import ModelInfo, WorkerThread
 
-CHECKPOINT_SUFFIXES = {".pth", ".pt", ".ckpt", ".bin", ".safetensors"}
+CHECKPOINT_SUFFIXES = {".pth", ".pt", ".ckpt", ".bin", ".safetensors", ".onnx"}  # .onnx: compare's B
 
 SHORTCUTS = [
     ("Space", "pause / resume"),
@@ -168,6 +169,7 @@ class MainWindow(QMainWindow):
         self._open_request = 0  # the newest open request; late camera opens of older ones are dropped
         self.sourceEnded.connect(self._on_source_ended, queued)
         self.evidence = EvidenceMode(self)  # class evidence: its own tab, overlay and chart row
+        self.compare = CompareMode(self)  # Model → Compare with…: model B beside this one
         if load_model:
             self.load_model(checkpoint, model_code=model_code)
 
@@ -660,6 +662,7 @@ class MainWindow(QMainWindow):
             self.input_view.set_frame(result.image, meta.get("crop_box"))
         self.predictions.set_predictions([(p.label, p.prob) for p in result.topk])
         self.charts.update_result(result)
+        self.compare.draw(result)
         self._update_maps(result)
         if self.recording is not None and not meta.get("rerun"):
             self.recording.append(result)
@@ -809,7 +812,7 @@ class MainWindow(QMainWindow):
         anything else opens as a source."""
         suffix = Path(path).suffix.lower()
         if suffix in CHECKPOINT_SUFFIXES or is_model_folder(path):
-            self.load_model(path)
+            self.compare.start(path) if self.compare.wants_drop(path) else self.load_model(path)
         elif suffix == ".npz":
             self.load_profiles(path)
         elif suffix == ".py":  # the user's model code: asks for the function (and weights)
@@ -940,7 +943,7 @@ class MainWindow(QMainWindow):
 
             open_model_code_file(self, code[0], weights=ckpts[0] if ckpts else None)
         elif ckpts:
-            self.load_model(ckpts[0])
+            self.compare.start(ckpts[0]) if self.compare.wants_drop(ckpts[0]) else self.load_model(ckpts[0])
         if profiles:
             self.load_profiles(profiles[0])
         if others:

@@ -75,6 +75,7 @@ class InferenceWorker(QObject):
         # Called as extra(predictor, frame, result) after each prediction, on this thread (app modes such
         # as class evidence); change the list only through submit(), so it never changes mid-frame.
         self.extras: list[Callable[[Any, Frame, Any], None]] = []
+        self.compare: Any = None  # compare mode's model B (app/compare_mode.CompareSlot), set by the window
 
     @property
     def idle(self) -> bool:
@@ -154,6 +155,8 @@ class InferenceWorker(QObject):
                 self._describe()  # after the first prediction, not before it
             self._busy = False
         self._drain_commands()
+        if self.compare is not None:
+            self.compare.drop(emit=False)
         if self.predictor is not None:
             self.predictor.close()
         # Hand this object back to the main thread, so it is deleted there like any other wrapper
@@ -209,6 +212,8 @@ class InferenceWorker(QObject):
                 self._judge_gates = False
                 spread = gate_spread(result.excitations)
                 self.gatesJudged.emit(spread is not None and spread < FLAT_SPREAD, spread or 0.0)
+            if self.compare is not None:
+                self.compare.run(frame, result, rerun)  # B on the same frame, right after A
             self.processed += 1
             self.resultReady.emit(result)
         except Exception as exc:
@@ -226,6 +231,8 @@ class InferenceWorker(QObject):
         if self.maps_block not in predictor.block_names:  # a model without recorded blocks: None
             self.maps_block = next(iter(predictor.block_names), None)
         predictor.set_maps_for([self.maps_block] if self.maps_block else [])
+        if self.compare is not None:
+            self.compare.a_changed(predictor, info)
         self._undescribed = info if not info.cost_table else None
         self._judge_gates = True
         self.modelLoaded.emit(info)

@@ -1,6 +1,6 @@
 """`sevgg`: the command-line face of the core.
 
-One module per command group (``inspection``, ``training``, ``deploy``); this file only builds the
+One module per command group (``inspection``, ``training``, ``deploy``, ``diff``); this file only builds the
 parser and dispatches. Imports are lazy so ``sevgg --help`` answers instantly; bad inputs give one line
 on stderr naming the file and the reason, a batch goes on past a bad file, and the exit code says
 whether all went well.
@@ -12,7 +12,7 @@ import argparse
 import os
 from collections.abc import Sequence
 
-from . import deploy, explain, inspection, training
+from . import deploy, diff, explain, inspection, training
 from .common import err, expand_inputs
 
 __all__ = ["build_parser", "expand_inputs", "main"]
@@ -24,7 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"sevgg_gui {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for group in (inspection, training, deploy, explain):
+    for group in (inspection, training, deploy, explain, diff):
         group.register(sub)
     return parser
 

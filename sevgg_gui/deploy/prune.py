@@ -414,7 +414,7 @@ def prune_checkpoint(cfg: PruneConfig, *, log: Log = print) -> PruneReport:
     from torch.utils.data import DataLoader
 
     from ..analysis_classwise import checkpoint_dataset
-    from ..checkpoints import save_checkpoint
+    from ..checkpoints import save_checkpoint, sha256_file
     from ..training.distributed import _pick_device
     from ..training.evaluate import accumulate
     from ..training.models import load_trained
@@ -494,6 +494,7 @@ def prune_checkpoint(cfg: PruneConfig, *, log: Log = print) -> PruneReport:
 
     new_cfg, _ = vgg_layout(pruned)
     kw = rebuild_kwargs(pruned)
+    _cfg0, sites0 = vgg_layout(model)
     source = carried_metadata(meta)
     source.setdefault("arch", "vgg16_se" if kw["se_hidden"] else "vgg16")
     source.update(
@@ -512,6 +513,14 @@ def prune_checkpoint(cfg: PruneConfig, *, log: Log = print) -> PruneReport:
                 "allocation": cfg.allocation,
                 "params_before": before.params,
                 "finetune_epochs": int(cfg.finetune_epochs),
+                # Which of the source's channels each SE block kept (block name -> source channel
+                # indices, in the pruned model's order): `sevgg diff` pairs channels by origin with it.
+                "source_sha256": sha256_file(cfg.checkpoint),
+                "kept_channels": {
+                    f"features.{s.se}": [int(c) for c in keep[s.index].tolist()]
+                    for s in sites0
+                    if s.se is not None
+                },
             },
         }
     )

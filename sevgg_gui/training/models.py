@@ -311,6 +311,7 @@ def load_trained(path: str | os.PathLike[str]) -> tuple[nn.Module, dict[str, Any
         meta = {**info.metadata, "class_names": info.class_names, "num_classes": info.num_classes}
         meta.setdefault("arch", "vgg16_se")
     model.class_names = meta.get("class_names")  # type: ignore[attr-defined]
+    model.prune_record = meta.get("pruned")  # type: ignore[attr-defined]  # sevgg prune: kept channels
     return model.eval(), meta
 
 
