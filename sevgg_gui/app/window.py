@@ -34,8 +34,8 @@ from ..bundled import SAMPLES
 from ..model_specs import is_model_folder
 from ..pipeline import LatestSlot, SourcePump
 from ..sources import Frame, FrameSource, SourceError, is_camera_spec, open_source
-from .evidence_mode import EvidenceMode
 from .compare_mode import CompareMode
+from .evidence_mode import EvidenceMode
 from .widgets.channel_view import ChannelView
 from .widgets.charts_panel import ChartOptions, ChartsPanel
 from .widgets.input_view import InputView
