@@ -76,6 +76,11 @@ class MyReLU(nn.Module):
         return torch.relu(x)
 
 
+class MySiLU(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.sigmoid(x)
+
+
 class SampleNorm(nn.Module):
     """Input-dependent but one factor for all channels: not a channel gate."""
 
@@ -231,3 +236,18 @@ def test_timm_layerscale_and_convnext_have_no_gates() -> None:
     convnext = timm.create_model("convnext_atto", pretrained=False, num_classes=3).eval()
     blocks, report = attention_blocks(convnext, example_input(64))
     assert blocks == [] and report.candidates > 10 and report.error is None
+
+
+def test_nearly_linear_elementwise_op_on_tiny_features_is_not_a_gate() -> None:
+    """SiLU on features of ~1e-3 that are nearly constant over positions (the head of a random-init
+    timm EfficientNet) is x * (0.5 + x/4): a per-channel factor to ~1e-6 that differs between channels
+    and images by only ~1e-3 of its size. Not a gate: real gates differ by far more than rounding."""
+    from sevgg_gui.taps.probe import is_gate
+
+    g = torch.Generator().manual_seed(0)
+    offsets = (torch.rand(2, 256, 1, 1, generator=g) - 0.5) * 2e-3
+    x = offsets + 1e-6 * torch.randn(2, 256, 4, 4, generator=g)
+    assert not is_gate(x, x * torch.sigmoid(x), 1)
+    # The same data through a real gate (factors in (0, 1) that differ by ~0.5) is one.
+    gate = torch.rand(2, 256, 1, 1, generator=g)
+    assert is_gate(x, x * gate, 1)
