@@ -239,15 +239,19 @@ def test_timm_layerscale_and_convnext_have_no_gates() -> None:
 
 
 def test_nearly_linear_elementwise_op_on_tiny_features_is_not_a_gate() -> None:
-    """SiLU on features of ~1e-3 that are nearly constant over positions (the head of a random-init
-    timm EfficientNet) is x * (0.5 + x/4): a per-channel factor to ~1e-6 that differs between channels
-    and images by only ~1e-3 of its size. Not a gate: real gates differ by far more than rounding."""
+    """SiLU on features of ~1e-4 (the head of a random-init timm EfficientNet) is x * (0.5 + x/4): a
+    per-channel factor only to ~1e-4, whose differences between channels and images are of the same
+    order. A true gate fits to rounding, so its differences stand far above the fit's residual."""
     from sevgg_gui.taps.probe import is_gate
 
     g = torch.Generator().manual_seed(0)
-    offsets = (torch.rand(2, 256, 1, 1, generator=g) - 0.5) * 2e-3
-    x = offsets + 1e-6 * torch.randn(2, 256, 4, 4, generator=g)
-    assert not is_gate(x, x * torch.sigmoid(x), 1)
-    # The same data through a real gate (factors in (0, 1) that differ by ~0.5) is one.
-    gate = torch.rand(2, 256, 1, 1, generator=g)
-    assert is_gate(x, x * gate, 1)
+    x = 2e-4 * torch.randn(2, 1280, 4, 4, generator=g)
+    x[1] += 2e-4 * torch.randn(1280, 1, 1, generator=g)  # the second image moves the channel levels
+    silu = x * torch.sigmoid(x)
+    assert not is_gate(x, silu, 1)
+    assert is_gate(x, x * torch.rand(2, 1280, 1, 1, generator=g), 1)
+    # A gate that barely moves (a random-init SE: 0.5 +- 1e-3) is still a gate: it fits exactly.
+    assert is_gate(x, x * (0.5 + 1e-3 * torch.rand(2, 1280, 1, 1, generator=g)), 1)
+    # Inputs constant over positions cannot tell a gate from an elementwise op: not reported.
+    flat = x.mean((2, 3), keepdim=True).expand(-1, -1, 4, 4).contiguous()
+    assert not is_gate(flat, flat * torch.rand(2, 1280, 1, 1, generator=g), 1)
