@@ -8,8 +8,10 @@ candidate modules decides it. A module is a gate block when, for both images,
   is otherwise indistinguishable from an elementwise one);
 * output / input is constant over each channel's positions (read where ``|input|`` is largest and
   checked everywhere: ReLU, GELU or any elementwise op fails this);
+* the input varies over positions (where it is constant, a gate and an elementwise op look alike);
 * that factor differs between channels (a per-sample scalar is not a channel gate), and
-* it differs between the two images (BatchNorm in eval, LayerScale, a fixed affine scale are static).
+* it differs between the two images (BatchNorm in eval, LayerScale, a fixed affine scale are static),
+  both by far more than the residual of the per-channel fit (a true gate fits to rounding).
 
 Candidates are modules of types no registry knows, defined outside ``torch`` (``torch.nn``'s own
 layers are known not to be gates), neither inside a registered block nor around one. A found module
