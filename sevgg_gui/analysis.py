@@ -69,6 +69,21 @@ def meta_copy(model: nn.Module) -> nn.Module:
     return copy.deepcopy(model, memo)
 
 
+def _counting(counter: object) -> object:
+    """The counter's dispatch mode alone, without ``FlopCounterMode``'s module tracker: that tracker
+    registers *global* module hooks, which would also fire in the inference thread's forward while
+    the app costs a meta copy on a helper thread (and switch its CPU fast path off meanwhile). The
+    dispatch mode is thread-local; totals land in "Global" as usual. Falls back to the public
+    context where torch's private class is absent."""
+    from torch.utils import flop_counter
+
+    mode = getattr(flop_counter, "_FlopCounterMode", None)
+    if mode is None:
+        return counter
+    counter.flop_counts.clear()  # type: ignore[attr-defined]
+    return mode(counter)
+
+
 def layer_macs(model: nn.Module, input_size: tuple[int, int] = (224, 224)) -> LayerShapes:
     """MACs for one image, in total and per module, and each module's input shape.
 
@@ -76,9 +91,9 @@ def layer_macs(model: nn.Module, input_size: tuple[int, int] = (224, 224)) -> La
     attention kernel torch dispatches, whatever the architecture; 2 FLOPs = 1 MAC), on the ``meta``
     device: shapes only, no memory or compute.
     """
-    from torch.utils.flop_counter import FlopCounterMode
+    from torch.utils import flop_counter
 
-    counter = FlopCounterMode(display=False)
+    counter = flop_counter.FlopCounterMode(display=False)
     macs: dict[str, int] = {}
     inputs: dict[str, tuple[int, ...]] = {}
     started: dict[str, list[int]] = {}
@@ -110,7 +125,7 @@ def layer_macs(model: nn.Module, input_size: tuple[int, int] = (224, 224)) -> La
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad(), counter:
+        with torch.no_grad(), _counting(counter):
             torch.func.functional_call(model, fake, (torch.empty(1, 3, *input_size, device="meta"),))
     finally:
         model.train(was_training)

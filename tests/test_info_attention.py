@@ -110,3 +110,20 @@ def test_cost_of_a_timm_block_counts_its_layers() -> None:
     # fc1 (32 -> 8) and fc2 (8 -> 32) as 1x1 convs on the squeezed vector, plus squeeze and scale.
     assert (b.kind, b.channels, b.hidden, b.spatial) == ("se", 32, 8, (4, 4))
     assert b.macs == 32 * 8 + 8 * 32 + 2 * 32 * 4 * 4
+
+
+def test_counting_macs_sets_no_global_module_hooks() -> None:
+    """The app costs a meta copy on a helper thread while the inference thread runs the live model:
+    global module hooks (FlopCounterMode's own module tracker) would fire in that forward too."""
+    from torch.nn.modules import module as torch_module
+
+    seen: list[bool] = []
+
+    class Probe(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            seen.append(bool(torch_module._global_forward_pre_hooks or torch_module._global_forward_hooks))
+            return x
+
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), Probe())
+    assert layer_macs(net, (8, 8)).total_macs == 4 * 6 * 6 * 3 * 9
+    assert seen == [False]

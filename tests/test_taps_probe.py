@@ -76,6 +76,11 @@ class MyReLU(nn.Module):
         return torch.relu(x)
 
 
+class MySiLU(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.sigmoid(x)
+
+
 class SampleNorm(nn.Module):
     """Input-dependent but one factor for all channels: not a channel gate."""
 
@@ -231,3 +236,22 @@ def test_timm_layerscale_and_convnext_have_no_gates() -> None:
     convnext = timm.create_model("convnext_atto", pretrained=False, num_classes=3).eval()
     blocks, report = attention_blocks(convnext, example_input(64))
     assert blocks == [] and report.candidates > 10 and report.error is None
+
+
+def test_nearly_linear_elementwise_op_on_tiny_features_is_not_a_gate() -> None:
+    """SiLU on features of ~1e-4 (the head of a random-init timm EfficientNet) is x * (0.5 + x/4): a
+    per-channel factor only to ~1e-4, whose differences between channels and images are of the same
+    order. A true gate fits to rounding, so its differences stand far above the fit's residual."""
+    from sevgg_gui.taps.probe import is_gate
+
+    g = torch.Generator().manual_seed(0)
+    x = 2e-4 * torch.randn(2, 1280, 4, 4, generator=g)
+    x[1] += 2e-4 * torch.randn(1280, 1, 1, generator=g)  # the second image moves the channel levels
+    silu = x * torch.sigmoid(x)
+    assert not is_gate(x, silu, 1)
+    assert is_gate(x, x * torch.rand(2, 1280, 1, 1, generator=g), 1)
+    # A gate that barely moves (a random-init SE: 0.5 +- 1e-3) is still a gate: it fits exactly.
+    assert is_gate(x, x * (0.5 + 1e-3 * torch.rand(2, 1280, 1, 1, generator=g)), 1)
+    # Inputs constant over positions cannot tell a gate from an elementwise op: not reported.
+    flat = x.mean((2, 3), keepdim=True).expand(-1, -1, 4, 4).contiguous()
+    assert not is_gate(flat, flat * torch.rand(2, 1280, 1, 1, generator=g), 1)

@@ -8,8 +8,10 @@ candidate modules decides it. A module is a gate block when, for both images,
   is otherwise indistinguishable from an elementwise one);
 * output / input is constant over each channel's positions (read where ``|input|`` is largest and
   checked everywhere: ReLU, GELU or any elementwise op fails this);
+* the input varies over positions (where it is constant, a gate and an elementwise op look alike);
 * that factor differs between channels (a per-sample scalar is not a channel gate), and
-* it differs between the two images (BatchNorm in eval, LayerScale, a fixed affine scale are static).
+* it differs between the two images (BatchNorm in eval, LayerScale, a fixed affine scale are static),
+  both by far more than the residual of the per-channel fit (a true gate fits to rounding).
 
 Candidates are modules of types no registry knows, defined outside ``torch`` (``torch.nn``'s own
 layers are known not to be gates), neither inside a registered block nor around one. A found module
@@ -28,8 +30,16 @@ from torch import nn
 # |y - x*g| <= REL * max|y| of the channel: fp32 products are exact to ~1e-7 relative, so 1e-4 leaves
 # three orders of margin for the gate estimate's own rounding and still rejects any elementwise op.
 REL = {torch.float32: 1e-4, torch.float64: 1e-8, torch.float16: 1e-2, torch.bfloat16: 2e-2}
-# Two factors "differ" when they differ by more than this fraction of their size (gate rounding ~1e-7).
-DIFFER = {torch.float32: 1e-4, torch.float64: 1e-8, torch.float16: 1e-2, torch.bfloat16: 2e-2}
+# Two factors "differ" (across channels, across the two images) when they differ by more than this
+# fraction of their size, and by more than SIGNAL times the residual the per-channel fit left: a true
+# gate fits to rounding (~1e-7), so even a random-init SE whose gates barely move is found, while a
+# nearly linear elementwise op (SiLU on features of ~1e-4: ratio 0.5 + x/4, fitting only to ~1e-4)
+# cannot pass off differences of the same order as a gate.
+DIFFER = {torch.float32: 1e-5, torch.float64: 1e-9, torch.float16: 1e-2, torch.bfloat16: 2e-2}
+SIGNAL = 100.0
+# A channel whose input is (nearly) constant over positions cannot tell a gate from an elementwise
+# op; the input must vary by this fraction of its size in the median channel.
+SPREAD = 1e-2
 SAMPLE = 16  # positions per channel in the quick rejection test (and kept for in-place blocks)
 # The probe first runs at this size (a gate is a gate at any size): two images at 128 px cost about
 # 0.65 of one forward at 224 px. A model that needs its own size (ViT) fails fast and is probed at it.
@@ -121,9 +131,13 @@ def is_gate(x: torch.Tensor, y: torch.Tensor, dim: int) -> bool:
         return False
     if not known.any():
         return False
+    spread = (X.amax(-1) - X.amin(-1)) / X.abs().amax(-1).clamp_min(1e-30)
+    if float(spread[known].median()) < SPREAD:
+        return False
+    residual = float((err / scale.clamp_min(1e-30))[known].max())
     finite = torch.where(known, g, torch.zeros_like(g))
     big = finite.abs().amax().clamp_min(1e-30)
-    diff = DIFFER.get(x.dtype, 1e-4) * big
+    diff = max(DIFFER.get(x.dtype, 1e-4), SIGNAL * residual) * big
     g_min = torch.where(known, g, torch.full_like(g, float("inf"))).amin(dim=1)
     g_max = torch.where(known, g, torch.full_like(g, float("-inf"))).amax(dim=1)
     varies_over_channels = bool(((g_max - g_min) > diff).any())
