@@ -11,7 +11,7 @@ import pytest
 from sevgg_gui.cli import main
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-SAMPLES = Path(__file__).resolve().parents[1] / "resources" / "samples"
+from sevgg_gui.bundled import SAMPLES  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -29,7 +29,7 @@ from sevgg_gui.model_diff import (
 from sevgg_gui.zoo import load_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-SAMPLES = Path(__file__).resolve().parents[1] / "resources" / "samples"
+from sevgg_gui.bundled import SAMPLES  # noqa: E402
 
 
 def _images() -> list[Path]:
