@@ -26,6 +26,7 @@ ORDER = [
     "startup",
     "scaling",
     "attention",
+    "runtimes",
 ]
 
 

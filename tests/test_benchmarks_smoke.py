@@ -26,6 +26,7 @@ def test_every_benchmark_is_covered() -> None:
         "bench_model_overhead.py",
         "bench_pipeline.py",
         "bench_recorder.py",
+        "bench_runtimes.py",
         "bench_scaling.py",
         "bench_se_block.py",
         "bench_startup.py",
