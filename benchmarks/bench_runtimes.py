@@ -3,7 +3,8 @@
 Rows (batch 1, model forward only, every attention gate produced): torchvision VGG16 eager NCHW (the
 reference), VGG16-SE through the app's torch fast path (``Predictor._forward``, gates recorded), and the
 VGG16-SE exported with every gate as an output (``export_onnx(..., with_excitations=True)``) run by ONNX
-Runtime and OpenVINO, in fp32 and as the static INT8 QDQ model ``sevgg quantize`` writes (same code
+Runtime and OpenVINO (through the OpenVINO backend's own session: fp32 pinned, H/W static), in fp32, in
+OpenVINO's default precision (bf16 on a CPU with AVX512-BF16) and as the static INT8 QDQ model ``sevgg quantize`` writes (same code
 path: :func:`~sevgg_gui.deploy.quantize.quantize_file`; OpenVINO runs that QDQ file directly). The same
 for MobileNetV3-Small with Google's trained weights (../shared/weights; skipped when absent), whose
 own torchvision eager row is given too. All rows run interleaved in ONE loop (see _common.py), so every
@@ -60,28 +61,14 @@ def photo_views(paths: list[Path], views: int, pre: Any, seed: int = 0) -> list[
     return out
 
 
-def ov_compile(path: Path, threads: int, precision: str | None = "f32") -> Any:
-    """OpenVINO CPU; ``precision`` "f32" pins the float parts to fp32 (on a CPU with AVX512-BF16,
-    OpenVINO's default runs them in bf16), None keeps OpenVINO's default."""
-    import openvino as ov
+def ov_runner(path: Path, threads: int, precision: str | None = "f32") -> Any:
+    """x -> outputs through the OpenVINO backend's own session (static H/W, one reused request).
+    ``precision`` "f32" pins the float parts to fp32 (on a CPU with AVX512-BF16, OpenVINO's default
+    runs them in bf16); None keeps OpenVINO's default."""
+    from sevgg_gui.backends.openvino_runtime import OpenVinoSession
 
-    core = ov.Core()
-    cfg: dict[str, Any] = {"INFERENCE_NUM_THREADS": threads} if threads else {}
-    if precision:
-        cfg["INFERENCE_PRECISION_HINT"] = precision
-    return core.compile_model(str(path), "CPU", cfg)
-
-
-def ov_runner(compiled: Any) -> Any:
-    """A callable x -> list of outputs (graph order) on one reused infer request."""
-    req = compiled.create_infer_request()
-    outs = list(compiled.outputs)
-
-    def run(x: np.ndarray) -> list[np.ndarray]:
-        res = req.infer({0: x})
-        return [np.asarray(res[o]) for o in outs]
-
-    return run
+    sess = OpenVinoSession(path, threads=threads, precision=precision)
+    return lambda x: sess.run(None, {"input": x})
 
 
 def fidelity(fp32: Any, int8: Any, xs: list[np.ndarray], n_gates: int) -> tuple[float, float, float]:
@@ -182,8 +169,8 @@ def main() -> int:
             n_gates = sum(1 for o in rep.excitations if o.kind == "gate")
             s32 = ort_session(fp32_path, args.ort_threads)
             ort32 = lambda x, s=s32: s.run(None, {"input": x})  # noqa: E731
-            ov32 = ov_runner(ov_compile(fp32_path, args.ov_threads))
-            ovdef = ov_runner(ov_compile(fp32_path, args.ov_threads, None))
+            ov32 = ov_runner(fp32_path, args.ov_threads)
+            ovdef = ov_runner(fp32_path, args.ov_threads, None)
             int8: dict[str, tuple[Any, Any]] = {}  # variant -> (onnxruntime runner, openvino runner)
             for variant in ("per-tensor", "per-channel") if args.per_channel else ("per-tensor",):
                 int8_path = Path(tmp.name) / f"{label}.{variant}.int8.onnx"
@@ -196,7 +183,7 @@ def main() -> int:
                 s8 = ort_session(int8_path, args.ort_threads)
                 int8[variant] = (
                     lambda x, s=s8: s.run(None, {"input": x}),
-                    ov_runner(ov_compile(int8_path, args.ov_threads)),
+                    ov_runner(int8_path, args.ov_threads),
                 )
                 keep.append(s8)
             keep += [s32, ov32, ovdef]
