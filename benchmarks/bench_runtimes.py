@@ -71,6 +71,18 @@ def ov_runner(path: Path, threads: int, precision: str | None = "f32") -> Any:
     return lambda x: sess.run(None, {"input": x})
 
 
+def ort_session(path: Path, threads: int) -> Any:
+    """onnxruntime CPU session whose worker threads sleep between runs: spinning ones (onnxruntime's
+    default) take the CPUs from whichever implementation runs next in the interleaved loop."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = max(0, int(threads))
+    so.log_severity_level = 3
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+
+
 def fidelity(fp32: Any, int8: Any, xs: list[np.ndarray], n_gates: int) -> tuple[float, float, float]:
     """(top-1 agreement, max |gate diff|, max |logit diff|) of int8 vs fp32 runners over ``xs``."""
     agree, gate, logit = 0, 0.0, 0.0
@@ -104,7 +116,6 @@ def main() -> int:
 
     from sevgg_gui.deploy.onnx_export import export_onnx
     from sevgg_gui.deploy.quantize import ImageSource, _CalibrationReader, calibration_batch, quantize_file
-    from sevgg_gui.deploy.quantize import session as ort_session
     from sevgg_gui.images import Preprocess
     from sevgg_gui.inference import Predictor
 
@@ -198,14 +209,21 @@ def main() -> int:
                 out = run(xn)
                 gd = max(float(np.abs(out[k].reshape(-1) - g).max()) for k, g in enumerate(ref_gates, 1))
                 check_rows.append(
-                    [label, rt, len(ref_gates), gd, bool(out[0].argmax() == int(probs.argmax()))]
+                    [label, rt, len(ref_gates), f"{gd:.2g}", bool(out[0].argmax() == int(probs.argmax()))]
                 )
             for variant, (ort8, ov8) in int8.items():
                 for rt, f32, i8 in (("onnxruntime", ort32, ort8), ("openvino", ov32, ov8)):
                     if held_x:
                         agree, gd, ld = fidelity(f32, i8, held_x, n_gates)
                         fid_rows.append(
-                            [label, f"{rt} int8 {variant} vs fp32", len(held_x), f"{agree:.2%}", gd, ld]
+                            [
+                                label,
+                                f"{rt} int8 {variant} vs fp32",
+                                len(held_x),
+                                f"{agree:.2%}",
+                                f"{gd:.2g}",
+                                f"{ld:.2g}",
+                            ]
                         )
             if eager is not None:
                 ref = copy.deepcopy(eager).eval()
