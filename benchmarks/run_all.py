@@ -28,6 +28,7 @@ ORDER = [
     "attention",
     "timm_recording",
     "probe",
+    "runtimes",
 ]
 
 

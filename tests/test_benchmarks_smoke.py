@@ -21,13 +21,14 @@ SCRIPTS = sorted(p.name for p in BENCH.glob("bench_*.py"))
 def test_every_benchmark_is_covered() -> None:
     assert SCRIPTS == [
         "bench_attention.py",
-        "bench_evidence.py",
         "bench_compare.py",
+        "bench_evidence.py",
         "bench_fast_path.py",
         "bench_model_overhead.py",
         "bench_pipeline.py",
         "bench_probe.py",
         "bench_recorder.py",
+        "bench_runtimes.py",
         "bench_scaling.py",
         "bench_se_block.py",
         "bench_startup.py",

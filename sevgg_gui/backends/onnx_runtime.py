@@ -73,18 +73,15 @@ def excitation_layout(output_names: Sequence[str], props: dict[str, str]) -> lis
 class OnnxPredictor:
     """``predict(image) -> Result`` through an onnxruntime CPU session (any exported sevgg model)."""
 
-    def __init__(self, path: str | os.PathLike[str], *, threads: int = 0) -> None:
-        import onnxruntime as ort
+    runtime = "onnxruntime"
 
+    def __init__(self, path: str | os.PathLike[str], *, threads: int = 0) -> None:
         p = Path(path)
         if not p.is_file():
             raise OnnxModelError(f"{p}: no such file" if not p.exists() else f"{p}: not a file")
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = max(0, int(threads))
-        so.log_severity_level = 3
         try:
-            self.session = ort.InferenceSession(str(p), so, providers=["CPUExecutionProvider"])
-        except Exception as exc:  # onnxruntime raises its own exception types for bad files
+            self.session = self._open_session(p, threads)
+        except Exception as exc:  # runtimes raise their own exception types for bad files
             first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
             raise OnnxModelError(f"{p.name}: not a usable ONNX model ({first})") from None
         inputs = self.session.get_inputs()
@@ -105,11 +102,21 @@ class OnnxPredictor:
         self.path = str(p)
         self.props = props
         quant = " INT8" if "quantization" in props else ""
-        self.provenance = f"{p.name} (onnxruntime{quant}, {size}px)"
-        self.device = "cpu (onnxruntime)"
+        self.provenance = f"{p.name} ({self.runtime}{quant}, {size}px)"
+        self.device = f"cpu ({self.runtime})"
         self.half = False
         self.model = None  # no torch module: nothing to hook or intervene on
         self.recorder = None
+
+    def _open_session(self, path: Path, threads: int) -> Any:
+        """The runtime's session; a subclass returns any object with onnxruntime's ``run``,
+        ``get_inputs``, ``get_outputs`` and ``get_modelmeta`` (see the OpenVINO backend)."""
+        import onnxruntime as ort
+
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = max(0, int(threads))
+        so.log_severity_level = 3
+        return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
 
     @property
     def block_names(self) -> list[str]:

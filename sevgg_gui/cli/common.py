@@ -63,8 +63,15 @@ def run_batch(args: argparse.Namespace, handle) -> int:
     from ..images import ImageError
     from ..inference import InferenceError
 
-    loaded = load(args)
-    predictor = predictor_for(args, loaded)
+    if getattr(args, "backend", "torch") != "torch":  # an exported copy run by onnxruntime / OpenVINO
+        from ..backends.export_cache import open_backend
+
+        opened = open_backend(args.checkpoint, args.backend, device=args.device, half=args.half, log=err)
+        if opened.warning:
+            err(f"warning: {opened.warning}")
+        predictor = opened.predictor
+    else:
+        predictor = predictor_for(args, load(args))
     failed: list[str] = []
     total = 0
     for path in expand_inputs(args.images):
@@ -105,4 +112,11 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
     add_model_code_argument(p)
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps (default auto)")
     p.add_argument("--half", action="store_true", help="half precision (GPU only)")
+    p.add_argument(
+        "--backend",
+        choices=("torch", "onnxruntime", "openvino"),
+        default="torch",
+        help="run the model in torch (default) or an ONNX export of it (made once, cached) "
+        "in onnxruntime / OpenVINO; falls back to torch with one line when that fails",
+    )
     p.add_argument("--topk", type=int, default=5)
