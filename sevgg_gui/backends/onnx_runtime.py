@@ -116,6 +116,9 @@ class OnnxPredictor:
         so = ort.SessionOptions()
         so.intra_op_num_threads = max(0, int(threads))
         so.log_severity_level = 3
+        # Idle worker threads would spin after each call and take the CPU from the torch model that
+        # runs next on the same frame (compare mode) or from the UI; measured in bench_runtimes.
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
         return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
 
     @property
