@@ -17,13 +17,9 @@ from PySide6.QtCore import QByteArray, QSettings, Qt, QTimer, Signal, Slot
 from PySide6.QtGui import QAction, QActionGroup, QGuiApplication, QImage, QKeySequence
 from PySide6.QtWidgets import (
     QFileDialog,
-    QFrame,
-    QHBoxLayout,
     QLabel,
     QMainWindow,
-    QMessageBox,
     QProgressBar,
-    QPushButton,
     QSplitter,
     QTabWidget,
     QVBoxLayout,
@@ -34,8 +30,10 @@ from ..bundled import SAMPLES
 from ..model_specs import is_model_folder
 from ..pipeline import LatestSlot, SourcePump
 from ..sources import Frame, FrameSource, SourceError, is_camera_spec, open_source
+from . import help_dialogs
 from .compare_mode import CompareMode
 from .evidence_mode import EvidenceMode
+from .widgets.banner import Banner
 from .widgets.channel_view import ChannelView
 from .widgets.charts_panel import ChartOptions, ChartsPanel
 from .widgets.input_view import InputView
@@ -45,61 +43,6 @@ from .widgets.thumbnails import FeatureThumbnails
 from .worker import ModelInfo, WorkerThread
 
 CHECKPOINT_SUFFIXES = {".pth", ".pt", ".ckpt", ".bin", ".safetensors", ".onnx"}  # .onnx: compare's B
-
-SHORTCUTS = [
-    ("Space", "pause / resume"),
-    ("← / →", "previous / next frame or image"),
-    ("O", "open an image, video or folder"),
-    ("Ctrl+K", "open a checkpoint"),
-    ("C", "start the camera"),
-    ("Ctrl+V", "classify the image on the clipboard"),
-    ("S", "save a screenshot of the window"),
-    ("Ctrl+E", "save the current excitations (CSV / NPZ)"),
-    ("R", "start / stop recording the session"),
-    ("1 – 9", "select SE block 1–9"),
-    ("Esc", "clear the selected channel"),
-    ("F", "full screen"),
-    ("?", "this list"),
-]
-
-
-class Banner(QFrame):
-    """A coloured line above the content with an optional action button."""
-
-    def __init__(self, color: str, parent: QWidget | None = None) -> None:
-        super().__init__(parent)
-        self.setStyleSheet(f"QFrame{{background:{color};border-radius:4px}} QLabel{{color:#101010}}")
-        lay = QHBoxLayout(self)
-        lay.setContentsMargins(10, 4, 10, 4)
-        self.label = QLabel()
-        self.label.setWordWrap(True)
-        self.buttons: list[QPushButton] = []
-        self._callbacks: list = []
-        for i in range(2):
-            b = QPushButton()
-            b.setVisible(False)
-            b.clicked.connect(lambda _=False, k=i: self._callbacks[k]() if k < len(self._callbacks) else None)
-            self.buttons.append(b)
-        self.button = self.buttons[0]
-        self.close_btn = QPushButton("✕")
-        self.close_btn.setFlat(True)
-        self.close_btn.setFixedWidth(24)
-        self.close_btn.clicked.connect(self.hide)
-        lay.addWidget(self.label, 1)
-        for b in self.buttons:
-            lay.addWidget(b)
-        lay.addWidget(self.close_btn)
-        self.hide()
-
-    def show_text(self, text: str, *actions: tuple[str, object]) -> None:
-        """Show ``text`` with up to two (button label, callback) actions."""
-        self.label.setText(text)
-        self._callbacks = [cb for _label, cb in actions]
-        for i, b in enumerate(self.buttons):
-            b.setVisible(i < len(actions))
-            if i < len(actions):
-                b.setText(actions[i][0])
-        self.show()
 
 
 class MainWindow(QMainWindow):
@@ -962,33 +905,10 @@ class MainWindow(QMainWindow):
         self.showFullScreen() if on else self.showNormal()
 
     def show_shortcuts(self) -> None:
-        rows = "".join(f"<tr><td><b>{k}</b></td><td>&nbsp;{d}</td></tr>" for k, d in SHORTCUTS)
-        box = QMessageBox(self)
-        box.setWindowTitle("Keyboard shortcuts")
-        box.setTextFormat(Qt.TextFormat.RichText)
-        box.setText(f"<table>{rows}</table>")
-        box.open()
-        self.shortcuts_box = box
+        self.shortcuts_box = help_dialogs.show_shortcuts(self)
 
     def show_about(self) -> None:
-        import cv2
-        import pyqtgraph
-        import PySide6
-        import torch
-        import torchvision
-
-        from .. import __version__
-
-        box = QMessageBox(self)
-        box.setWindowTitle("About sevgg-gui")
-        box.setTextFormat(Qt.TextFormat.RichText)
-        box.setText(
-            f"<h3>sevgg-gui {__version__}</h3><p>Squeeze-and-Excitation attention in VGG16-SE, live.</p>"
-            f"<p>torch {torch.__version__} · torchvision {torchvision.__version__} · "
-            f"PySide6 {PySide6.__version__} · pyqtgraph {pyqtgraph.__version__} · OpenCV {cv2.__version__}</p>"
-        )
-        box.open()  # non-modal: the live view keeps running
-        self.about_box = box
+        self.about_box = help_dialogs.show_about(self)
 
     def closeEvent(self, event) -> None:  # noqa: N802
         self._open_request += 1  # a camera still opening is closed when it arrives
