@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QPointF, Qt, Signal
-from PySide6.QtGui import QAction, QCursor, QFont
+from PySide6.QtGui import QAction, QCursor
 from PySide6.QtWidgets import (
     QComboBox,
     QFrame,
@@ -27,6 +27,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from .plot_style import style_compact_plot
 from .predictions import PredictionsView
 
 A_COLOR = (86, 156, 214)
@@ -54,21 +55,7 @@ class CompareBlockChart(pg.PlotWidget):
         self.mode = "mirrored"
         self._y = 1.0
         pi = self.getPlotItem()
-        pi.setMenuEnabled(False)
-        pi.hideButtons()
-        pi.showGrid(y=True, alpha=0.15)
-        small = QFont()
-        small.setPointSize(7)
-        for name in ("left", "bottom"):
-            ax = pi.getAxis(name)
-            ax.setTickFont(small)
-            ax.enableAutoSIPrefix(False)
-            ax.setStyle(tickLength=-4, tickTextOffset=2)
-        pi.getAxis("left").setWidth(34)
-        pi.getAxis("bottom").setHeight(16)
-        vb = pi.getViewBox()
-        vb.setMouseEnabled(x=False, y=False)
-        vb.setDefaultPadding(0.0)
+        style_compact_plot(pi, 34)
         x = np.arange(n)
         self.bars_a = pg.BarGraphItem(x=x, height=np.zeros(n), width=0.85, brush=A_COLOR, pen=None)
         self.bars_b = pg.BarGraphItem(x=x, height=np.zeros(n), width=0.85, brush=B_COLOR, pen=None)

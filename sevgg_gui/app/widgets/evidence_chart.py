@@ -10,8 +10,10 @@ from __future__ import annotations
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QPointF
-from PySide6.QtGui import QCursor, QFont
+from PySide6.QtGui import QCursor
 from PySide6.QtWidgets import QToolTip
+
+from .plot_style import style_compact_plot
 
 
 def evidence_title(class_label: str, block_title: str, r: float, rho: float) -> str:
@@ -36,22 +38,7 @@ class EvidenceChart(pg.PlotWidget):
         self.block = ""
         self._y = 1e-6
         pi = self.getPlotItem()
-        pi.setMenuEnabled(False)
-        pi.hideButtons()
-        pi.showGrid(y=True, alpha=0.15)
-        pi.setLabel("left", "evidence")
-        small = QFont()
-        small.setPointSize(7)
-        for name in ("left", "bottom"):
-            ax = pi.getAxis(name)
-            ax.setTickFont(small)
-            ax.enableAutoSIPrefix(False)
-            ax.setStyle(tickLength=-4, tickTextOffset=2)
-        pi.getAxis("left").setWidth(52)  # as ExcitationChart: the bars line up with the gate chart's
-        pi.getAxis("bottom").setHeight(16)
-        vb = pi.getViewBox()
-        vb.setMouseEnabled(x=False, y=False)
-        vb.setDefaultPadding(0.0)
+        style_compact_plot(pi, 52, "evidence")
         self.pos_bars = pg.BarGraphItem(x=[0], height=[0], width=0.85, brush=self.POS, pen=None)
         self.neg_bars = pg.BarGraphItem(x=[0], height=[0], width=0.85, brush=self.NEG, pen=None)
         self.zero = pg.InfiniteLine(pos=0, angle=0, pen=pg.mkPen((200, 200, 200, 90)))

@@ -12,8 +12,10 @@ from dataclasses import dataclass
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QPointF, Qt, Signal
-from PySide6.QtGui import QAction, QCursor, QFont
+from PySide6.QtGui import QAction, QCursor
 from PySide6.QtWidgets import QMenu, QToolTip
+
+from .plot_style import style_compact_plot
 
 MODES = ("gates", "squeeze", "diff")
 MODE_LABELS = {
@@ -68,22 +70,7 @@ class ExcitationChart(pg.PlotWidget):
         self.selected: int | None = None
         self._y = (0.0, 1.0)
         pi = self.getPlotItem()
-        pi.setMenuEnabled(False)
-        pi.hideButtons()
-        pi.showGrid(y=True, alpha=0.15)
-        pi.setLabel("left", title)
-        small = QFont()
-        small.setPointSize(7)
-        for name in ("left", "bottom"):
-            ax = pi.getAxis(name)
-            ax.setTickFont(small)
-            ax.enableAutoSIPrefix(False)
-            ax.setStyle(tickLength=-4, tickTextOffset=2)
-        pi.getAxis("left").setWidth(52)
-        pi.getAxis("bottom").setHeight(16)
-        vb = pi.getViewBox()
-        vb.setMouseEnabled(x=False, y=False)
-        vb.setDefaultPadding(0.0)
+        style_compact_plot(pi, 52, title)
         x = np.arange(channels)
         self.bars = pg.BarGraphItem(x=x, height=np.zeros(channels), width=0.85, brush=self.BAR, pen=None)
         self.mean_line = pg.PlotDataItem(x, np.zeros(channels), pen=pg.mkPen((230, 230, 230, 160), width=1))
