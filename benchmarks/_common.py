@@ -372,8 +372,15 @@ class Report:
         return 1 if missed and enforce else 0
 
 
-def parser(description: str) -> argparse.ArgumentParser:
+def parser(description: str, *, cpu_time: bool = False) -> argparse.ArgumentParser:
+    """The options every benchmark shares; ``cpu_time`` adds ``--cpu-time`` (see :func:`clock_of`)."""
     p = argparse.ArgumentParser(description=description)
+    if cpu_time:
+        p.add_argument(
+            "--cpu-time",
+            action="store_true",
+            help="time with this process's CPU time (use with --threads 1 on a machine others keep busy)",
+        )
     p.add_argument("--quick", action="store_true", help="CI smoke: a few seconds, targets not enforced")
     p.add_argument("--strict", action="store_true", help="enforce targets in --quick mode too")
     p.add_argument("--rounds", type=int, default=None, help="override the number of interleaved rounds")
@@ -392,6 +399,11 @@ def parser(description: str) -> argparse.ArgumentParser:
     )
     p.add_argument("--json", help="write the measured numbers to this JSON file")
     return p
+
+
+def clock_of(args: argparse.Namespace) -> Callable[[], float]:
+    """``time.process_time`` under ``--cpu-time`` (waiting for a CPU is not counted), else wall time."""
+    return time.process_time if getattr(args, "cpu_time", False) else time.perf_counter
 
 
 def start(args: argparse.Namespace) -> None:

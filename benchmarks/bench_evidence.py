@@ -16,21 +16,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import Report, interleave, parser, setup_torch, start  # noqa: E402
+from _common import Report, clock_of, interleave, parser, setup_torch, start  # noqa: E402
 
 
 def main() -> int:
-    p = parser(__doc__.splitlines()[0])
+    p = parser(__doc__.splitlines()[0], cpu_time=True)
     p.add_argument("--size", type=int, default=224)
-    p.add_argument(
-        "--cpu-time",
-        action="store_true",
-        help="time with this process's CPU time (use with --threads 1 on a machine others keep busy)",
-    )
     args = p.parse_args()
     start(args)
     setup_torch(args.threads)
-    import time
 
     import numpy as np
     import torch
@@ -76,7 +70,7 @@ def main() -> int:
         t = interleave(
             {"off": off, "on": lambda live=live: on(live)},
             rounds=args.rounds or (2 if quick else 8),
-            clock=time.process_time if args.cpu_time else time.perf_counter,
+            clock=clock_of(args),
         )
         ratio = t.median("off") / t.median("on")
         rows.append(

@@ -22,7 +22,6 @@ from __future__ import annotations
 import os
 import statistics
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -33,39 +32,26 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import Report, guarded, parser, setup_torch, start  # noqa: E402
 
 
-def pct(values: list[float], q: float) -> float:
-    v = sorted(values)
-    return v[min(len(v) - 1, max(0, round(q * (len(v) - 1))))]
-
-
 def main() -> int:
     p = parser(__doc__.splitlines()[0])
     p.add_argument("--size", type=int, default=224, help="model input (crop) size")
     args = p.parse_args()
     start(args)
     setup_torch(args.threads)
-    import cv2
     import torch
+    from _gui import open_bench_window, pct, sample_frames, spin
     from _reference import fast_build, ours_vgg16_se
-    from PySide6.QtCore import QEventLoop, QObject, QSettings, Qt, QTimer, Signal
-    from PySide6.QtWidgets import QApplication
+    from PySide6.QtCore import QObject, Qt, QTimer, Signal
 
-    from sevgg_gui.app.main import _style
-    from sevgg_gui.app.window import SAMPLES, MainWindow
     from sevgg_gui.app.worker import describe_model
-    from sevgg_gui.images import Preprocess, load_image
+    from sevgg_gui.images import Preprocess
     from sevgg_gui.inference import Predictor
     from sevgg_gui.sources import Frame
 
     report = Report("Live pipeline: worker throughput, latency, UI stalls, drawing", args)
     quick = args.quick
     size = 48 if quick else args.size
-    app = QApplication.instance() or QApplication(sys.argv[:1])
-    _style(app)
-    tmp = tempfile.mkdtemp(prefix="sevgg-bench-")
-    win = MainWindow(QSettings(os.path.join(tmp, "s.ini"), QSettings.Format.IniFormat), load_model=False)
-    win.resize(1280, 800)
-    win.show()
+    app, win = open_bench_window()
     torch.manual_seed(0)
     model = (fast_build(ours_vgg16_se) if quick else ours_vgg16_se()).eval()
     prep = Preprocess(crop_size=size, resize_size=round(size * 256 / 224))
@@ -75,23 +61,8 @@ def main() -> int:
     worker = win.worker_thread.worker
     worker.set_predictor(predictor, describe_model(predictor))
 
-    def spin(cond, timeout: float = 120.0) -> None:
-        loop = QEventLoop()
-        timer = QTimer(interval=5)
-        timer.timeout.connect(lambda: cond() and loop.quit())
-        timer.start()
-        deadline = QTimer(singleShot=True, interval=int(timeout * 1000))
-        deadline.timeout.connect(loop.quit)
-        deadline.start()
-        if not cond():
-            loop.exec()
-        timer.stop()
-        if not cond():
-            raise TimeoutError("pipeline did not finish in time")
-
-    spin(lambda: win.model_info is not None and worker.idle)
-    pics = [load_image(pth) for pth in sorted(SAMPLES.iterdir()) if pth.suffix in (".png", ".jpg")]
-    frames = [cv2.resize(pic, (640, 480), interpolation=cv2.INTER_AREA) for pic in pics]
+    spin(lambda: win.model_info is not None and worker.idle, what="pipeline")
+    frames = sample_frames()
     print(
         f"# {len(frames)} sample frames 640x480; model input {size}x{size}; predictor fused={predictor.fused}"
     )
@@ -135,10 +106,10 @@ def main() -> int:
 
         th = threading.Thread(target=feed)
         th.start()
-        spin(lambda: counter.n >= n)
+        spin(lambda: counter.n >= n, what="pipeline")
         th.join()
         elapsed = counter.t_last - start_t
-        spin(lambda: worker.idle and not win._draw_scheduled)
+        spin(lambda: worker.idle and not win._draw_scheduled, what="pipeline")
         return n / elapsed
 
     def run_bare(n: int) -> float:
@@ -209,11 +180,11 @@ def main() -> int:
         probe.start()
         cam = threading.Thread(target=camera)
         cam.start()
-        spin(lambda: len(latencies) >= camera_frames, timeout=600)
+        spin(lambda: len(latencies) >= camera_frames, timeout=600, what="pipeline")
         stop.set()
         cam.join()
         probe.stop()
-        spin(lambda: worker.idle and not win._draw_scheduled)
+        spin(lambda: worker.idle and not win._draw_scheduled, what="pipeline")
 
     guarded(live_run, retries=0 if quick else 2)
     gaps = [(b - a) * 1e3 for a, b in zip(ticks, ticks[1:], strict=False)]

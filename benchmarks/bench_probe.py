@@ -15,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import Report, interleave, parser, setup_torch, start  # noqa: E402
+from _common import Report, clock_of, interleave, parser, setup_torch, start  # noqa: E402
 
 
 def user_network():
@@ -42,18 +42,12 @@ def user_network():
 
 
 def main() -> int:
-    p = parser(__doc__.splitlines()[0])
+    p = parser(__doc__.splitlines()[0], cpu_time=True)
     p.add_argument("--size", type=int, default=224)
-    p.add_argument(
-        "--cpu-time",
-        action="store_true",
-        help="time this process's CPU time (use with --threads 1 on a busy box)",
-    )
     args = p.parse_args()
     start(args)
-    import time
 
-    clock = time.process_time if args.cpu_time else time.perf_counter
+    clock = clock_of(args)
     setup_torch(args.threads)
     import timm
     import torch

@@ -81,6 +81,11 @@ def run_batch(args: argparse.Namespace, handle) -> int:
         except (ImageError, InferenceError) as exc:
             failed.append(path)
             err(str(exc) if str(exc).startswith(Path(path).name) else f"{path}: {exc}")
+    return batch_exit_code(total, failed)
+
+
+def batch_exit_code(total: int, failed: list[str]) -> int:
+    """0 when every input went through; 1 (with a summary line) when some failed; 2 when there were none."""
     if total == 0:
         err("no images found in the given inputs")
         return 2

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .common import add_model_arguments, err, expand_inputs, load, predictor_for
+from .common import add_model_arguments, batch_exit_code, err, expand_inputs, load, predictor_for
 
 METHOD_NAMES = ("gradcam", "gradcam++", "layercam", "eigencam", "scorecam")  # evidence.METHODS, unimported
 
@@ -79,13 +79,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
         print(
             f"{path}: {label} ({c}) score {ev.score:.3f} · mean gate-evidence r {mean_r:+.2f} -> {out / name}.png/.npz"
         )
-    if total == 0:
-        err("no images found in the given inputs")
-        return 2
-    if failed:
-        err(f"{len(failed)} of {total} inputs failed: {', '.join(failed)}")
-        return 1
-    return 0
+    return batch_exit_code(total, failed)
 
 
 def register(sub: argparse._SubParsersAction) -> None:

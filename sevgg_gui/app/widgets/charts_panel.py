@@ -17,12 +17,12 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QPushButton,
-    QScrollArea,
     QVBoxLayout,
     QWidget,
 )
 
 from .excitation_chart import MODE_LABELS, MODES, ExcitationChart, chart_series
+from .plot_style import chart_column
 
 EXACT_HALF = "every gate is exactly 0.5 after the ImageNet transfer"
 
@@ -110,15 +110,7 @@ class ChartsPanel(QWidget):
         nl.addWidget(self.notice_btn)
         self.notice.setVisible(False)
 
-        self.chart_box = QVBoxLayout()
-        self.chart_box.setContentsMargins(0, 0, 0, 0)
-        self.chart_box.setSpacing(2)
-        inner = QWidget()
-        inner.setLayout(self.chart_box)
-        self.scroll = QScrollArea()
-        self.scroll.setWidgetResizable(True)
-        self.scroll.setFrameShape(QFrame.Shape.NoFrame)
-        self.scroll.setWidget(inner)
+        self.chart_box, self.scroll = chart_column()
 
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)

@@ -15,19 +15,17 @@ from PySide6.QtCore import QPointF, Qt, Signal
 from PySide6.QtGui import QAction, QCursor
 from PySide6.QtWidgets import (
     QComboBox,
-    QFrame,
     QGridLayout,
     QHBoxLayout,
     QLabel,
     QMenu,
     QPushButton,
-    QScrollArea,
     QToolTip,
     QVBoxLayout,
     QWidget,
 )
 
-from .plot_style import style_compact_plot
+from .plot_style import chart_column, style_compact_plot
 from .predictions import PredictionsView
 
 A_COLOR = (86, 156, 214)
@@ -216,15 +214,7 @@ class CompareView(QWidget):
         bar.addWidget(self.view_box)
         bar.addWidget(self.stop_btn)
 
-        self.chart_box = QVBoxLayout()
-        self.chart_box.setContentsMargins(0, 0, 0, 0)
-        self.chart_box.setSpacing(2)
-        inner = QWidget()
-        inner.setLayout(self.chart_box)
-        self.scroll = QScrollArea()
-        self.scroll.setWidgetResizable(True)
-        self.scroll.setFrameShape(QFrame.Shape.NoFrame)
-        self.scroll.setWidget(inner)
+        self.chart_box, self.scroll = chart_column()
         self.unpaired = QLabel("")
         self.unpaired.setWordWrap(True)
         self.unpaired.setStyleSheet("color: #e0a0a0")

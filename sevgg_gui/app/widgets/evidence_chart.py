@@ -13,7 +13,7 @@ from PySide6.QtCore import QPointF
 from PySide6.QtGui import QCursor
 from PySide6.QtWidgets import QToolTip
 
-from .plot_style import style_compact_plot
+from .plot_style import channel_under, style_compact_plot
 
 
 def evidence_title(class_label: str, block_title: str, r: float, rho: float) -> str:
@@ -73,11 +73,7 @@ class EvidenceChart(pg.PlotWidget):
             self.setYRange(-self._y, self._y, padding=0)
 
     def channel_at(self, scene_pos: QPointF) -> int | None:
-        vb = self.getPlotItem().getViewBox()
-        if not vb.sceneBoundingRect().contains(scene_pos):
-            return None
-        i = int(round(vb.mapSceneToView(scene_pos).x()))
-        return int(self.order[i]) if 0 <= i < self.channels else None
+        return channel_under(self.getPlotItem().getViewBox(), scene_pos, self.order, self.channels)
 
     def _on_move(self, pos: QPointF) -> None:
         ch = self.channel_at(pos)

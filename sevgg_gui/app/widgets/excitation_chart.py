@@ -15,7 +15,7 @@ from PySide6.QtCore import QPointF, Qt, Signal
 from PySide6.QtGui import QAction, QCursor
 from PySide6.QtWidgets import QMenu, QToolTip
 
-from .plot_style import style_compact_plot
+from .plot_style import channel_under, style_compact_plot
 
 MODES = ("gates", "squeeze", "diff")
 MODE_LABELS = {
@@ -135,11 +135,7 @@ class ExcitationChart(pg.PlotWidget):
 
     # ------------------------------------------------------------------ interaction
     def channel_at(self, scene_pos: QPointF) -> int | None:
-        vb = self.getPlotItem().getViewBox()
-        if not vb.sceneBoundingRect().contains(scene_pos):
-            return None
-        i = int(round(vb.mapSceneToView(scene_pos).x()))
-        return int(self.order[i]) if 0 <= i < self.channels else None
+        return channel_under(self.getPlotItem().getViewBox(), scene_pos, self.order, self.channels)
 
     def describe(self, channel: int) -> str:
         v = float(self.values[channel]) if channel < self.values.size else float("nan")
