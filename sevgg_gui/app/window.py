@@ -248,6 +248,9 @@ class MainWindow(QMainWindow):
         from .model_menu import add_origin_actions
 
         add_origin_actions(self, m)
+        from .optimize_dialog import add_optimize_action
+
+        add_optimize_action(self, m)
         m.addSeparator()
         group = QActionGroup(self)
         self.device_actions = {}

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import Any
+
+import numpy as np
 
 from .common import add_model_code_argument, err, refuse_foreign_model
 
@@ -123,20 +126,97 @@ def _distill_explicit(args: argparse.Namespace) -> set[str]:
 
 
 def cmd_quantize(args: argparse.Namespace) -> int:
-    from ..deploy.quantize import QuantizeConfig, default_json_path, quantize_onnx
+    """Static INT8 on a flat folder of images goes through the checked path the app uses
+    (:func:`~sevgg_gui.deploy.int8_check.calibrate_and_check`: a held-out share never calibrated on,
+    refusal below ``--min-agreement``); labelled data sets (their own train/test splits), ``--eval-data``
+    and dynamic mode through :func:`~sevgg_gui.deploy.quantize.quantize_onnx`, with the same refusal."""
+    from ..deploy.quantize import default_json_path
 
     if args.mode == "static" and not args.calib_data:
         err("--calib-data is required for static quantization (or --mode dynamic)")
         return 2
+    if not 0.0 <= args.min_agreement <= 100.0:
+        err(f"--min-agreement is a percentage (0-100), got {args.min_agreement}")
+        return 2
+    if _is_flat_folder(args.calib_data) and args.mode == "static" and not args.eval_data:
+        return _quantize_checked(args)
+    report = _quantize_legacy(args)
+    print(report.format())
+    json_path = args.json_out or default_json_path(args.out)
+    if report.agreement is not None and report.agreement < args.min_agreement / 100:
+        from pathlib import Path
+
+        Path(args.out).unlink(missing_ok=True)
+        err(
+            f"INT8 refused: top-1 agreement {report.agreement:.1%} on {report.eval_images} images < "
+            f"{args.min_agreement:g}%; no INT8 file installed (report: {json_path})"
+        )
+        return 1
+    print(f"report written to {json_path}")
+    return 0
+
+
+def _is_flat_folder(spec: str | None) -> bool:
+    from pathlib import Path
+
+    p = Path(spec).expanduser() if spec else None
+    return bool(p and p.is_dir() and not any(c.is_dir() for c in p.iterdir()))
+
+
+def _quantize_checked(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from ..deploy.int8_check import Int8Config, calibrate_and_check
+    from ..deploy.quantize import QuantizeError
+    from ..images import is_image_path
+
+    folder = Path(args.calib_data).expanduser()
+    images = sorted(c for c in folder.iterdir() if c.is_file() and is_image_path(c))
+    if not images:
+        raise QuantizeError(f"{folder}: no calibration images (no image files in the folder)")
+    if args.calib_images is not None and len(images) > args.calib_images:  # seeded, like the data sets
+        keep = np.random.default_rng(args.seed).permutation(len(images))[: args.calib_images]
+        images = [images[i] for i in sorted(keep)]
+    cfg = Int8Config(
+        fmt=args.format,
+        per_channel=not args.per_tensor,
+        calib_method=args.calib_method,
+        keep_float=args.keep_float,
+        op_types=tuple(t.strip() for t in args.op_types.split(",") if t.strip()),
+    )
+    report = calibrate_and_check(
+        args.onnx,
+        images,
+        args.out,
+        held_out_fraction=args.held_out,
+        min_agreement=args.min_agreement / 100,
+        max_gate_diff=args.max_gate_diff,
+        config=cfg,
+        seed=args.seed,
+        latency_runs=args.latency_runs,
+        threads=args.threads,
+        progress=lambda _f, text: print(text, file=sys.stderr),
+    )
+    print(report.format())
+    if args.json_out:
+        Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json_out).write_text(json.dumps(report.to_dict(), indent=2) + "\n")
+    return 0 if report.installed else 1
+
+
+def _quantize_legacy(args: argparse.Namespace) -> Any:
+    from ..deploy.quantize import QuantizeConfig, quantize_onnx
+
     cfg = QuantizeConfig(
         onnx=args.onnx,
         out=args.out,
         calib_data=args.calib_data,
-        calib_images=args.calib_images,
+        calib_images=args.calib_images or 256,
         calib_split=args.calib_split,
         calib_method=args.calib_method,
         mode=args.mode,
-        per_channel=args.per_channel,
+        per_channel=not args.per_tensor,
         op_types=tuple(t.strip() for t in args.op_types.split(",") if t.strip()),
         eval_data=args.eval_data,
         split=args.split,
@@ -148,10 +228,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
         cache_dir=args.cache_dir,
         seed=args.seed,
     )
-    report = quantize_onnx(cfg, log=lambda m: print(m, file=sys.stderr))
-    print(report.format())
-    print(f"report written to {args.json_out or default_json_path(args.out)}")
-    return 0
+    return quantize_onnx(cfg, log=lambda m: print(m, file=sys.stderr))
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -250,7 +327,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="DATA",
         help="calibration images: a folder of images, an ImageFolder DIR or KIND:PATH (static mode)",
     )
-    p.add_argument("--calib-images", type=int, default=256, metavar="N", help="default 256 (class-balanced)")
+    p.add_argument(
+        "--calib-images",
+        type=int,
+        metavar="N",
+        help="images to use (a folder: all, seeded pick of N, held-out share included; a data set: 256)",
+    )
     p.add_argument("--calib-split", choices=["train", "val", "test"], default="train")
     p.add_argument("--calib-method", choices=["minmax", "percentile", "entropy"], default="minmax")
     p.add_argument(
@@ -259,12 +341,43 @@ def register(sub: argparse._SubParsersAction) -> None:
         default="static",
         help="static: int8 activations, calibrated (default); dynamic: int8 weights only, no calibration",
     )
-    p.add_argument("--per-channel", action="store_true", help="one weight scale per output channel")
+    p.add_argument(
+        "--per-channel", action="store_true", help="one weight scale per output channel (the default)"
+    )
+    p.add_argument("--per-tensor", action="store_true", help="one weight scale per tensor")
     p.add_argument(
         "--op-types",
         default="Conv,Gemm",
         help="ONNX ops to quantize (default Conv,Gemm: the SE gate MLPs stay float)",
     )
+    p.add_argument(
+        "--held-out",
+        type=float,
+        default=0.25,
+        metavar="F",
+        help="a folder of images: share held out of calibration to check the INT8 model on (default 0.25)",
+    )
+    p.add_argument(
+        "--min-agreement",
+        type=float,
+        default=99.0,
+        metavar="PCT",
+        help="refuse the INT8 file (delete it, exit 1) when top-1 agreement with fp32 is below PCT%% "
+        "(default 99; 0 keeps any)",
+    )
+    p.add_argument(
+        "--max-gate-diff",
+        type=float,
+        metavar="D",
+        help="a folder of images: also refuse when an SE gate moves more than D (e.g. 0.01)",
+    )
+    p.add_argument(
+        "--keep-float",
+        choices=["none", "logits", "attention+logits"],
+        default="attention+logits",
+        help="a folder of images: sub-graphs left in float (default: attention gates and the logit layer)",
+    )
+    p.add_argument("--format", choices=["qdq", "qoperator"], default="qdq", help="onnxruntime's int8 format")
     p.add_argument(
         "--eval-data", metavar="DATA", help="images to compare fp32 and int8 on (default: --calib-data)"
     )
