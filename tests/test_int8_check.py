@@ -136,3 +136,20 @@ def test_cli_refuses_below_the_threshold(slim_onnx: Path, images: list[np.ndarra
     assert main([*base, "--min-agreement", "0"]) == 0
     text = capsys.readouterr().out
     assert "INT8 accepted" in text and "6 for calibration, 2 held out" in text and out.is_file()
+
+
+def test_attention_subgraphs_of_mobilenet_v3(tmp_path: Path) -> None:
+    """torchvision's MobileNetV3-Small (random weights, 64 px): 9 SE blocks of GlobalAveragePool, two 1x1
+    Convs, Relu, HardSigmoid and the Mul; no other node (the 1x1 convs of the features stay quantizable)."""
+    import torch
+    import torchvision
+
+    from sevgg_gui.deploy.onnx_export import export_onnx
+
+    torch.manual_seed(0)
+    path = tmp_path / "m.onnx"
+    export_onnx(torchvision.models.mobilenet_v3_small().eval(), path, input_size=64, with_excitations=True, check=False)
+    proto = onnx.load(str(path))
+    found = set(attention_nodes(proto))
+    ops = sorted(n.op_type for n in proto.graph.node if n.name in found)
+    assert ops == sorted(["GlobalAveragePool", "Conv", "Relu", "Conv", "HardSigmoid", "Mul"] * 9)

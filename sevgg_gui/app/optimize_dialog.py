@@ -238,7 +238,7 @@ class OptimizeDialog(QDialog):
         form.addRow("Images:", self.images_label)
         self.detail = QLabel("")
         self.detail.setWordWrap(True)
-        self.detail.setStyleSheet("color: palette(mid)")
+        form.addRow("Settings:", self.detail)
         row = QHBoxLayout()
         row.addStretch(1)
         self.use_button = QPushButton("Use INT8")
@@ -249,7 +249,6 @@ class OptimizeDialog(QDialog):
         row.addWidget(self.keep_button)
         lay.addWidget(self.verdict)
         lay.addLayout(form)
-        lay.addWidget(self.detail)
         lay.addStretch(1)
         lay.addLayout(row)
         return page
@@ -389,7 +388,8 @@ class OptimizeDialog(QDialog):
         self.cancel_button.setEnabled(True)
         ok = report.installed is not None
         self.verdict.setText(
-            "<b>INT8 passed the check.</b> Nothing has changed yet."
+            "<b>INT8 passed the check.</b> Nothing has changed yet: “Use INT8” switches the live model "
+            "to the INT8 file."
             if ok
             else f"<b>INT8 refused</b>: {report.refused}. No INT8 file was installed."
         )

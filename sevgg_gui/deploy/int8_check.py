@@ -97,6 +97,11 @@ def attention_nodes(proto: Any) -> list[str]:
     return list(dict.fromkeys(n for n in found if n))
 
 
+# Between the Mul and the sigmoid only reshaping ops; between the sigmoid and the pooling no Mul of two
+# computed tensors (that would be another block's feature scaling, not this gate's MLP).
+_RESHAPING = {"Reshape", "Unsqueeze", "Squeeze", "Expand", "Cast", "Flatten", "Identity", "Transpose"}
+
+
 def _walk_to_pool(start: str, producer: dict[str, Any], depth: int = 12) -> list[Any]:
     """The nodes from ``start`` back to a global pooling through a sigmoid-like op, else []."""
     path: list[Any] = []
@@ -107,6 +112,10 @@ def _walk_to_pool(start: str, producer: dict[str, Any], depth: int = 12) -> list
         if node is None:
             return []
         path.append(node)
+        if not seen_gate and node.op_type not in _GATE_OPS and node.op_type not in _RESHAPING:
+            return []
+        if node.op_type == "Mul" and sum(i in producer for i in node.input) > 1:
+            return []
         seen_gate = seen_gate or node.op_type in _GATE_OPS
         if node.op_type in _POOL_OPS:  # (the Mul may scale a later tensor: VGG16-SE gates after pooling)
             return path if seen_gate else []
