@@ -109,9 +109,15 @@ def main() -> int:
     trained = WEIGHTS.is_file() and not quick
     if trained:
         model.load_state_dict(torch.load(WEIGHTS, weights_only=True))
-    print(f"# model: MobileNetV3-Small, {'trained ' + WEIGHTS.name if trained else 'random weights'}, {size}px")
-    print(f"# onnxruntime {ort.__version__}; nncf {'installed' if have_nncf else 'not installed (rows skipped)'}")
-    photos = sorted(q for q in PHOTOS.iterdir() if q.suffix.lower() in (".png", ".jpg")) if PHOTOS.is_dir() else []
+    print(
+        f"# model: MobileNetV3-Small, {'trained ' + WEIGHTS.name if trained else 'random weights'}, {size}px"
+    )
+    print(
+        f"# onnxruntime {ort.__version__}; nncf {'installed' if have_nncf else 'not installed (rows skipped)'}"
+    )
+    photos = (
+        sorted(q for q in PHOTOS.iterdir() if q.suffix.lower() in (".png", ".jpg")) if PHOTOS.is_dir() else []
+    )
     if not args.no_extra_photos and not quick:
         photos += extra_photos()
     if quick:

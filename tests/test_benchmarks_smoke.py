@@ -24,6 +24,7 @@ def test_every_benchmark_is_covered() -> None:
         "bench_compare.py",
         "bench_evidence.py",
         "bench_fast_path.py",
+        "bench_int8.py",
         "bench_model_overhead.py",
         "bench_pipeline.py",
         "bench_probe.py",

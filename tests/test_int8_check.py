@@ -63,7 +63,9 @@ def test_shared_path_numbers_equal_a_direct_recomputation(
     slim_onnx: Path, images: list[np.ndarray], tmp_path: Path
 ) -> None:
     out = tmp_path / "ok.int8.onnx"
-    rep = calibrate_and_check(slim_onnx, images, out, held_out_fraction=0.25, min_agreement=0.0, latency_runs=2)
+    rep = calibrate_and_check(
+        slim_onnx, images, out, held_out_fraction=0.25, min_agreement=0.0, latency_runs=2
+    )
     assert rep.installed == str(out) and out.is_file() and rep.refused is None
     assert rep.calib_images == 12 and rep.held_out_images == 4
     assert not set(rep.calib_indices) & set(rep.held_out_indices)
@@ -106,13 +108,22 @@ def test_cancel_leaves_no_file(slim_onnx: Path, images: list[np.ndarray], tmp_pa
     assert list(tmp_path.iterdir()) == []
 
 
-def test_attention_subgraphs_are_found_and_kept_float(slim_onnx: Path, images: list[np.ndarray], tmp_path: Path) -> None:
+def test_attention_subgraphs_are_found_and_kept_float(
+    slim_onnx: Path, images: list[np.ndarray], tmp_path: Path
+) -> None:
     proto = onnx.load(str(slim_onnx))
     found = attention_nodes(proto)
     ops = [n.op_type for n in proto.graph.node if n.name in set(found)]
     assert ops.count("Sigmoid") == 5 and ops.count("Mul") >= 5  # the 5 SE blocks of VGG16-SE
     out = tmp_path / "q.onnx"
-    calibrate_and_check(slim_onnx, images, out, min_agreement=0.0, latency_runs=1, config=Int8Config(op_types=("Conv", "Gemm", "MatMul")))
+    calibrate_and_check(
+        slim_onnx,
+        images,
+        out,
+        min_agreement=0.0,
+        latency_runs=1,
+        config=Int8Config(op_types=("Conv", "Gemm", "MatMul")),
+    )
     q = onnx.load(str(out))
     feeds = {i for n in q.graph.node if n.op_type == "DequantizeLinear" for i in n.output}
     for n in q.graph.node:  # no SE node reads a dequantized tensor: the gates are computed in float
@@ -120,7 +131,9 @@ def test_attention_subgraphs_are_found_and_kept_float(slim_onnx: Path, images: l
             assert not set(n.input) & feeds, n.name
 
 
-def test_cli_refuses_below_the_threshold(slim_onnx: Path, images: list[np.ndarray], tmp_path: Path, capsys) -> None:
+def test_cli_refuses_below_the_threshold(
+    slim_onnx: Path, images: list[np.ndarray], tmp_path: Path, capsys
+) -> None:
     from PIL import Image
 
     folder = tmp_path / "imgs"
@@ -148,7 +161,13 @@ def test_attention_subgraphs_of_mobilenet_v3(tmp_path: Path) -> None:
 
     torch.manual_seed(0)
     path = tmp_path / "m.onnx"
-    export_onnx(torchvision.models.mobilenet_v3_small().eval(), path, input_size=64, with_excitations=True, check=False)
+    export_onnx(
+        torchvision.models.mobilenet_v3_small().eval(),
+        path,
+        input_size=64,
+        with_excitations=True,
+        check=False,
+    )
     proto = onnx.load(str(path))
     found = set(attention_nodes(proto))
     ops = sorted(n.op_type for n in proto.graph.node if n.name in found)

@@ -407,9 +407,7 @@ class OptimizeDialog(QDialog):
         self.speed_label.setText(
             f"{report.speedup:.2f}× (fp32 {report.fp32_ms:.1f} ms, INT8 {report.int8_ms:.1f} ms per image)"
         )
-        self.images_label.setText(
-            f"{report.calib_images} for calibration, {report.held_out_images} held out"
-        )
+        self.images_label.setText(f"{report.calib_images} for calibration, {report.held_out_images} held out")
         self.detail.setText(report.config)
         self.use_button.setEnabled(ok)
         self.use_button.setToolTip("" if ok else report.line())

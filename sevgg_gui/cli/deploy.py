@@ -168,9 +168,10 @@ def _quantize_checked(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from ..deploy.int8_check import Int8Config, calibrate_and_check
-    from ..deploy.quantize import QuantizeError
+    from ..deploy.quantize import QuantizeError, read_onnx_info
     from ..images import is_image_path
 
+    read_onnx_info(args.onnx)  # the model's own errors first (missing, not ONNX, already quantized)
     folder = Path(args.calib_data).expanduser()
     images = sorted(c for c in folder.iterdir() if c.is_file() and is_image_path(c))
     if not images:

@@ -241,13 +241,18 @@ def _quantize_ort(
 
 
 def _quantize_nncf(
-    proto: Any, dst: Path, calib: np.ndarray, input_name: str, exclude: list[str], cancelled: Callable[[], bool]
+    proto: Any,
+    dst: Path,
+    calib: np.ndarray,
+    input_name: str,
+    exclude: list[str],
+    cancelled: Callable[[], bool],
 ) -> None:
     """NNCF's post-training quantization (its ONNX backend; QDQ output onnxruntime runs)."""
     try:
         import nncf
     except ImportError:
-        raise QuantizeError("engine nncf needs the nncf package (pip install 'sevgg-gui[deploy]')") from None
+        raise QuantizeError("engine nncf needs the nncf package (pip install nncf)") from None
     import onnx
 
     def item(i: int) -> dict[str, np.ndarray]:
@@ -286,6 +291,8 @@ class Int8Check:
     max_gate_allowed: float | None
     installed: str | None  # the INT8 file, or None when refused
     refused: str | None  # why, in words
+    fp32_bytes: int = 0
+    int8_bytes: int = 0
     gate_diffs: dict[str, float] = field(default_factory=dict)  # gate output -> max |diff|
     calib_indices: list[int] = field(default_factory=list)
     held_out_indices: list[int] = field(default_factory=list)
@@ -293,7 +300,11 @@ class Int8Check:
 
     def line(self) -> str:
         """The numbers in one line (what the CLI prints and the dialog shows when refused)."""
-        gate = "no gate outputs" if self.max_gate_diff is None else f"largest gate difference {self.max_gate_diff:.3g}"
+        gate = (
+            "no gate outputs"
+            if self.max_gate_diff is None
+            else f"largest gate difference {self.max_gate_diff:.3g}"
+        )
         nums = (
             f"top-1 agreement {self.agreement:.1%} ({self.agree}/{self.held_out_images} held-out images, "
             f"{self.calib_images} for calibration), {gate}, speed-up {self.speedup:.2f}x"
@@ -307,6 +318,7 @@ class Int8Check:
         lines = [
             f"{self.source}: {self.config}",
             f"images   {self.calib_images} for calibration, {self.held_out_images} held out (never calibrated on)",
+            f"size     fp32 {self.fp32_bytes / 2**20:.2f} MB   int8 {self.int8_bytes / 2**20:.2f} MB",
             f"latency  fp32 {self.fp32_ms:.2f} ms   int8 {self.int8_ms:.2f} ms   speed-up x{self.speedup:.2f} "
             "(batch 1, median of interleaved pairs)",
             f"fidelity top-1 agreement {self.agreement:.2%} on the held-out images; "
@@ -323,7 +335,9 @@ class Int8Check:
         return asdict(self)
 
 
-def split_indices(n: int, held_out_fraction: float, *, contiguous: bool = False, seed: int = 0) -> tuple[list[int], list[int]]:
+def split_indices(
+    n: int, held_out_fraction: float, *, contiguous: bool = False, seed: int = 0
+) -> tuple[list[int], list[int]]:
     """(calibration, held-out) indices of ``n`` images, disjoint and covering all: one permutation cut
     in two. ``contiguous``: the last share is held out (consecutive video frames are near-copies, so a
     shuffled split would test on neighbours of calibration frames)."""
@@ -443,6 +457,7 @@ def calibrate_and_check(
         if cancelled():
             raise Int8Cancelled
         refused = " and ".join(why) or None
+        size8 = tmp.stat().st_size
         if refused is None:
             os.replace(tmp, dst)
         say(1.0, "done")
@@ -463,6 +478,8 @@ def calibrate_and_check(
             max_gate_allowed=max_gate_diff,
             installed=None if refused else str(dst),
             refused=refused,
+            fp32_bytes=src.stat().st_size,
+            int8_bytes=size8,
             gate_diffs=gates,
             calib_indices=calib_idx,
             held_out_indices=held_idx,

@@ -5,6 +5,12 @@ through the model's own preprocessing (input size, mean and std from the ONNX me
 writes), written in QDQ format so onnxruntime fuses it into ``QLinearConv`` / ``QGemm``. Dynamic
 (``mode="dynamic"``): weights only, activation ranges computed at run time; no calibration data.
 
+A flat folder of images goes through :mod:`~sevgg_gui.deploy.int8_check` instead (``sevgg quantize``
+and the app's "Optimize for this CPU…" share it): a held-out share never calibrated on, per-channel
+weights, percentile calibration, the attention sub-graphs kept float, and refusal below a minimum
+agreement. This module keeps the labelled data sets (their own train/test splits), ``--eval-data``
+and dynamic mode, and the pieces both use (reading the model, sessions, paired latency).
+
 Choices, each measured (see README):
 
 * Only ``Conv`` and ``Gemm`` are quantized by default: they hold ~all weights and time. The SE blocks'

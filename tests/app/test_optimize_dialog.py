@@ -51,7 +51,11 @@ def test_frames_to_result_view_then_use_int8_runs_onnx_in_the_worker(window, qtb
     worker = window.worker_thread.worker
     out = cache / "int8" / "slim.int8.onnx"
     dlg = OptimizeDialog(
-        str(slim_ckpt), last_frame=_Source(_frames(12)), install=worker.set_predictor, out_path=out, parent=window
+        str(slim_ckpt),
+        last_frame=_Source(_frames(12)),
+        install=worker.set_predictor,
+        out_path=out,
+        parent=window,
     )
     qtbot.addWidget(dlg)
     dlg.show()
@@ -69,7 +73,9 @@ def test_frames_to_result_view_then_use_int8_runs_onnx_in_the_worker(window, qtb
     dlg.grab().save(str(Path("/tmp") / "int8_dialog_result.png"))
     dlg.use_button.click()
     qtbot.waitUntil(lambda: isinstance(worker.predictor, OnnxPredictor), timeout=20_000)
-    qtbot.waitUntil(lambda: "INT8" in (window.model_info.provenance if window.model_info else ""), timeout=20_000)
+    qtbot.waitUntil(
+        lambda: "INT8" in (window.model_info.provenance if window.model_info else ""), timeout=20_000
+    )
     assert worker.predictor.path == str(out)
     blocks = [b for b, _c in window.model_info.blocks]  # the torch module names, from the export's metadata
     assert len(blocks) == 5 and blocks == worker.predictor.block_names
@@ -102,7 +108,9 @@ def test_cancel_leaves_everything_as_it_was(window, qtbot, slim_ckpt, cache) -> 
     worker = window.worker_thread.worker
     before = worker.predictor
     out = cache / "int8" / "c.int8.onnx"
-    dlg = OptimizeDialog(str(slim_ckpt), last_frame=_Source(_frames(6)), install=worker.set_predictor, out_path=out)
+    dlg = OptimizeDialog(
+        str(slim_ckpt), last_frame=_Source(_frames(6)), install=worker.set_predictor, out_path=out
+    )
     qtbot.addWidget(dlg)
     dlg.n_frames.setValue(6)
     dlg.start_button.click()
