@@ -172,3 +172,9 @@ def test_attention_subgraphs_of_mobilenet_v3(tmp_path: Path) -> None:
     found = set(attention_nodes(proto))
     ops = sorted(n.op_type for n in proto.graph.node if n.name in found)
     assert ops == sorted(["GlobalAveragePool", "Conv", "Relu", "Conv", "HardSigmoid", "Mul"] * 9)
+    # onnxruntime's pre-processing inlines HardSwish as x * HardSigmoid(x): not a gate, nothing more found
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    quant_pre_process(str(path), str(tmp_path / "pre.onnx"), skip_symbolic_shape=True)
+    pre = onnx.load(str(tmp_path / "pre.onnx"))
+    assert set(attention_nodes(pre)) == found and sum(n.op_type == "Mul" for n in pre.graph.node) > 9

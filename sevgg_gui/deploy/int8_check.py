@@ -91,6 +91,9 @@ def attention_nodes(proto: Any) -> list[str]:
     for mul in (n for n in proto.graph.node if n.op_type == "Mul" and len(n.input) == 2):
         for gate_in in mul.input:
             path = _walk_to_pool(gate_in, producer)
+            gate = next((n for n in path if n.op_type in _GATE_OPS), None)
+            if gate is not None and gate.input[0] in mul.input:
+                continue  # x * sigmoid(x): a swish / hard-swish activation (onnxruntime inlines HardSwish so)
             if path:
                 found += [n.name for n in path] + [mul.name]
                 break
