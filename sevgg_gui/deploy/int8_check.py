@@ -219,6 +219,7 @@ def _quantize_ort(
         "percentile": CalibrationMethod.Percentile,
         "entropy": CalibrationMethod.Entropy,
     }[config.calib_method]
+    batch = calibration_batch(calib.shape[-1]) if config.calib_method == "minmax" else 1
     extra: dict[str, Any] = {
         "ActivationSymmetric": config.symmetric_activations,
         "CalibMovingAverage": config.moving_average,
@@ -229,7 +230,9 @@ def _quantize_ort(
     quantize_static(
         str(pre),
         str(dst),
-        _Feeds(calib, input_name, calibration_batch(calib.shape[-1]), cancelled),  # type: ignore[arg-type]
+        # Histogram calibrators (percentile, entropy) stack every batch's activations: batches of one
+        # image, else a short last batch makes onnxruntime fail on ragged arrays.
+        _Feeds(calib, input_name, batch, cancelled),  # type: ignore[arg-type]
         quant_format=QuantFormat.QDQ if config.fmt == "qdq" else QuantFormat.QOperator,
         op_types_to_quantize=list(config.op_types),
         per_channel=config.per_channel,
