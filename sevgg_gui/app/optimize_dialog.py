@@ -190,6 +190,13 @@ class OptimizeDialog(QDialog):
         self.threshold.setValue(99.0)
         self.threshold.setSuffix(" % top-1 agreement at least")
         form.addRow("Accept when:", self.threshold)
+        self.gate_limit = QDoubleSpinBox()
+        self.gate_limit.setRange(0.0, 1.0)
+        self.gate_limit.setDecimals(3)
+        self.gate_limit.setSingleStep(0.005)
+        self.gate_limit.setValue(0.01)  # issue #14's bar; 1.0 switches it off (gates lie in 0..1)
+        self.gate_limit.setSuffix(" largest SE gate difference at most")
+        form.addRow("and:", self.gate_limit)
         self.setup_message = QLabel("")
         self.setup_message.setWordWrap(True)
         self.setup_message.setStyleSheet("color: #d9534f")
@@ -323,6 +330,7 @@ class OptimizeDialog(QDialog):
         from ..deploy.int8_check import calibrate_and_check
 
         held, threshold = self.held_out.value() / 100, self.threshold.value() / 100
+        gate_limit = self.gate_limit.value() if self.gate_limit.value() < 1.0 else None
         model: Any = self.spec
 
         def work() -> None:
@@ -336,6 +344,7 @@ class OptimizeDialog(QDialog):
                     self.out_path,
                     held_out_fraction=held,
                     min_agreement=threshold,
+                    max_gate_diff=gate_limit,
                     contiguous=contiguous,
                     progress=lambda f, t: self._bridge.progress.emit(f, t),
                     cancelled=self._cancel.is_set,

@@ -58,7 +58,7 @@ class Int8Config:
     engine: str = "onnxruntime"
     fmt: str = "qdq"
     per_channel: bool = True
-    calib_method: str = "percentile"
+    calib_method: str = "minmax"
     reduce_range: bool = True  # 7-bit weights: exact u8 x s8 sums without VNNI (see quantize.py)
     symmetric_activations: bool = False
     percentile: float = 99.9  # the "percentile" method's cut (onnxruntime's default: 99.999)

@@ -61,6 +61,7 @@ def test_frames_to_result_view_then_use_int8_runs_onnx_in_the_worker(window, qtb
     dlg.show()
     dlg.n_frames.setValue(12)
     dlg.threshold.setValue(0.0)  # random weights: accept whatever agreement, to reach "Use INT8"
+    dlg.gate_limit.setValue(1.0)  # and any gate difference (1.0: no limit)
     dlg.start_button.click()
     qtbot.waitUntil(lambda: dlg.pages.currentIndex() == 2, timeout=120_000)
     rep = dlg.report
@@ -94,12 +95,13 @@ def test_refused_result_disables_use_and_installs_nothing(window, qtbot, slim_ck
     qtbot.addWidget(dlg)
     dlg.folder.setText(str(folder))
     dlg.use_folder.setChecked(True)
-    dlg.threshold.setValue(100.0)
+    dlg.threshold.setValue(0.0)
+    dlg.gate_limit.setValue(0.0)  # no INT8 gate equals its fp32 value exactly: always refused
     dlg.start_button.click()
     qtbot.waitUntil(lambda: dlg.pages.currentIndex() == 2, timeout=120_000)
-    if dlg.report.agreement == 1.0:  # pragma: no cover - random weights agreed on every held-out image
-        pytest.skip("INT8 agreed on every held-out image; nothing to refuse")
+    assert dlg.report.refused and "gate" in dlg.report.refused
     assert "refused" in dlg.verdict.text() and not dlg.use_button.isEnabled() and not out.exists()
+    assert dlg.use_button.toolTip() == dlg.report.line()  # the numbers, in one line
     dlg.keep_button.click()
     assert window.worker_thread.worker.predictor is before
 
