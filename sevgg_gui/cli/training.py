@@ -8,7 +8,6 @@ from pathlib import Path
 
 from .common import add_model_code_argument, err
 
-
 DATA_MODEL_RULES = (
     "A `sevgg train` checkpoint is fed as it was trained (its input size, its train/val split, its "
     "classes); any other model through its own preprocessing (crop, resize, interpolation, mean/std). "

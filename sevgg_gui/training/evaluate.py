@@ -166,7 +166,9 @@ class EvalReport:
             "model_classes": self.model_classes or len(self.class_names),
             "class_map": self.class_map,
             "data_note": self.data_note,
-            "top1_all_outputs": round(s.all_top1_hits / max(1, s.n), 6) if s.all_top1_hits is not None else None,
+            "top1_all_outputs": round(s.all_top1_hits / max(1, s.n), 6)
+            if s.all_top1_hits is not None
+            else None,
             "class_names": self.class_names,
             "per_class": per_class,
             "confusion": conf,

@@ -45,7 +45,9 @@ class OpenedModel:
     @property
     def strict(self) -> bool:
         """Classes saved by `sevgg train` rule: data with other names is refused, not read by index."""
-        return self.trained and bool(self.meta.get("class_names")) and any(k in self.meta for k in TRAINED_KEYS)
+        return (
+            self.trained and bool(self.meta.get("class_names")) and any(k in self.meta for k in TRAINED_KEYS)
+        )
 
     def data_preprocess(self, input_size: int | None = None) -> Preprocess | None:
         """The model's preprocessing, at ``input_size`` when given (resize kept in proportion)."""
@@ -180,7 +182,9 @@ class TeacherInput(nn.Module):
         super().__init__()
         self.teacher = teacher
         self.size = int(teacher_pre.crop_size)
-        self.mode = teacher_pre.interpolation if teacher_pre.interpolation in ("bilinear", "bicubic") else "bilinear"
+        self.mode = (
+            teacher_pre.interpolation if teacher_pre.interpolation in ("bilinear", "bicubic") else "bilinear"
+        )
         view = (1, 3, 1, 1)
         self.register_buffer("s_mean", torch.tensor(student_mean).view(view), persistent=False)
         self.register_buffer("s_std", torch.tensor(student_std).view(view), persistent=False)
