@@ -433,8 +433,8 @@ def load_datasets(
     if size < 32 and preprocess is None:
         raise DataError(f"input size {size} is too small: VGG's five 2x2 max-pools need at least 32")
     cache = Path(cache_dir) if cache_dir else None
-    train_tf = build_transform(size, augment)
     eval_tf = EvalTransform(size, preprocess) if preprocess else build_transform(size, "none")
+    train_tf = eval_tf if augment == "none" else build_transform(size, augment)
     want = set(splits)
     out: dict[str, TransformedSubset] = {}
 
