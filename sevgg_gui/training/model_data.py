@@ -43,11 +43,14 @@ class OpenedModel:
     warning: str | None = None
 
     @property
+    def split_known(self) -> bool:
+        """Trained here (`sevgg train`, distill, prune): its metadata names the data and the split."""
+        return any(k in self.meta for k in TRAINED_KEYS)
+
+    @property
     def strict(self) -> bool:
         """Classes saved by `sevgg train` rule: data with other names is refused, not read by index."""
-        return (
-            self.trained and bool(self.meta.get("class_names")) and any(k in self.meta for k in TRAINED_KEYS)
-        )
+        return self.trained and self.split_known and bool(self.meta.get("class_names"))
 
     def data_preprocess(self, input_size: int | None = None) -> Preprocess | None:
         """The model's preprocessing, at ``input_size`` when given (resize kept in proportion)."""
@@ -130,14 +133,14 @@ def split_for_model(
     """``split`` of ``data`` through the model's preprocessing (a `sevgg train` checkpoint: its input
     size and its own train/val split), classes paired by :func:`match_classes` (ClassMismatch: one line).
 
-    A model not trained here on a flat ImageFolder (class folders, no train/val/test): every image,
-    whatever the split, since no part of the folder was held out from it."""
+    A model not trained here (no split in its metadata) on a flat ImageFolder (class folders, no
+    train/val/test): every image, whatever the split, since no part of the folder was held out from it."""
     from .data import _folder_layout, load_datasets, parse_data_spec
 
     pre = opened.data_preprocess(input_size)
     size = (input_size or opened.meta.get("input_size")) if pre is None else None
     spec = parse_data_spec(data)
-    whole = not opened.trained and spec.kind == "imagefolder" and "all" in _folder_layout(spec.path)
+    whole = not opened.split_known and spec.kind == "imagefolder" and "all" in _folder_layout(spec.path)
     ds = load_datasets(
         spec,
         input_size=int(size) if size else None,
