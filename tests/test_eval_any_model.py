@@ -143,6 +143,8 @@ def test_class_matching_rules() -> None:
     )
     assert m.columns == (281, 872, 285, 504) and "WordNet" in (m.note or "")  # fmt: skip
     assert match_classes(list("ABC"), 3, ["a", "b", "c"], model_label="m", data_label="d").columns is None
+    unnamed = match_classes(None, 1000, ["tabby"], model_label="m", data_label="d")  # vgg16:cbam: no names
+    assert unnamed.columns == (281,) and "ImageNet-1k order assumed" in (unnamed.note or "")
     assert match_classes(list("abcd"), 4, ["d", "b"], model_label="m", data_label="d").columns == (3, 1)
     same = match_classes(None, 10, FASHION, model_label="m", data_label="d")
     assert same.columns is None and "index to index" in (same.note or "")

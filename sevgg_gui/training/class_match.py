@@ -138,6 +138,8 @@ def match_classes(
         if n_model == k and columns == list(range(k)):
             return ClassMap(n_model)
         how = "ImageNet names or WordNet ids" if imagenet else "name"
+        if imagenet and names is None:
+            how += " (the model names no classes: ImageNet-1k order assumed)"
         note = f"the data's {k} classes matched by {how} to {k} of the model's {n_model} outputs"
         return ClassMap(n_model, tuple(columns), note)
     if n_model == k and not strict:
@@ -148,10 +150,11 @@ def match_classes(
             f"{model_label}: trained on classes {_preview(names)}, the data ({data_label}) has "
             f"{_preview(list(data_names))}: not the classes it was trained on"
         )
-    hint = (
-        "name the ImageFolder's class folders by the model's class names"
-        + (" or ImageNet WordNet ids (n01440764...)" if imagenet else "")
-        + (f", or give data with its {n_model} classes" if n_model != k else "")
-    )
+    if data_label == "imagefolder":
+        hint = "name the class folders by the model's class names" + (
+            " or ImageNet WordNet ids (n01440764...)" if imagenet else ""
+        )
+    else:
+        hint = f"{data_label} needs a model of its {k} classes (e.g. from `sevgg train`) or {k} outputs"
     known = "" if names is None and not imagenet else f"; not the model's: {_preview(unmatched)}"
     raise ClassMismatch(f"{model_label}: {n_model} classes, data has {k} ({data_label}){known}; {hint}")
