@@ -26,7 +26,7 @@ from . import OpenedPredictor, is_onnx_spec, open_predictor
 
 BACKENDS: tuple[str, ...] = ("torch", "onnxruntime", "openvino")
 # Bump when export_onnx writes a different graph for the same model (new outputs, other pooling...).
-EXPORTER_VERSION = 1
+EXPORTER_VERSION = 2  # 2: behaviour-found gates and per-gate intervention inputs
 Log = Callable[[str], None]
 
 
