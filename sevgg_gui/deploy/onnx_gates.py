@@ -150,12 +150,6 @@ def _plan(rec: Any) -> list[tuple[ExcitationOutput, nn.Module, _Gate | None]]:
     return found
 
 
-def _channel_shape(t: torch.Tensor, dim: int) -> list[int]:
-    shape = [1] * t.dim()
-    shape[dim] = -1
-    return shape
-
-
 def ratio_gate(x: torch.Tensor, y: torch.Tensor, dim: int) -> torch.Tensor:
     """(B, C) gate of a block found by behaviour: y / x per channel where |x| is largest, NaN where
     the channel is all zero -- the recorder's reading (:meth:`ExcitationRecorder._block_post_hook`)."""
@@ -181,9 +175,8 @@ class WithExcitations(nn.Module):
         self.model = model
         rec = _recorder(model, example_input)
         plan = _plan(rec)
-        # What the model panel lists (recorded or not) and what the probe did, for the ONNX metadata.
+        # What the model panel lists (recorded or only listed), for the ONNX metadata.
         self.attention: list[dict[str, object]] = [b.describe() for b in rec.block_infos]
-        self.probe = rec.probe_report.summary() if rec.probe_report is not None else ""
         self.outputs: list[ExcitationOutput] = [o for o, _, _ in plan]
         self.block_names: list[str] = list(dict.fromkeys(o.block for o in self.outputs))
         self._captured: dict[str, torch.Tensor] = {}
