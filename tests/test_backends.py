@@ -99,6 +99,7 @@ def test_cache_key_has_the_exporter_version(slim_ckpt, cache, monkeypatch) -> No
     assert cache_path(str(slim_ckpt)) != now
 
 
+@pytest.mark.usefixtures("one_thread")  # tiny model: threads only contend
 def test_cached_export_intervenes(slim_ckpt, cache, images) -> None:
     """The cached export has the intervention inputs: muting a channel in the runtime mutes it."""
     torch_pred = open_predictor(str(slim_ckpt), device="cpu").predictor

@@ -98,6 +98,7 @@ def test_plain_vgg_exports_but_has_no_gates(tmp_path: Path) -> None:
     assert not (tmp_path / "x.onnx").exists()
 
 
+@pytest.mark.usefixtures("one_thread")  # tiny model: threads only contend
 def test_cli_export_timm_random_with_gates_and_intervention_inputs(tmp_path: Path, capsys) -> None:
     """`sevgg export -c timm:<name>:random --with-excitations`: every per-channel gate an output, each
     with its mul/add inputs, which default to the identity (the export check feeds the image alone)."""
@@ -123,6 +124,7 @@ def test_cli_export_timm_random_with_gates_and_intervention_inputs(tmp_path: Pat
     assert all(k["channels"] == g["shape"][1] for k, g in zip(knobs, gates, strict=True))
 
 
+@pytest.mark.usefixtures("one_thread")  # tiny model: threads only contend
 def test_cli_export_model_code_exports_gates_found_by_behaviour(tmp_path: Path, capsys) -> None:
     """An inline SE no registry knows is found by the recorder's probe; the export has its gates, equal
     to the recorder's on the exporter's own check."""

@@ -40,6 +40,8 @@ TOL = 1e-4
 SAME = 1e-6
 RUNTIMES = {"onnxruntime": OnnxPredictor, "openvino": OpenVinoPredictor}
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 def _vgg16_se() -> nn.Module:
     from sevgg_gui.training.models import build_model
@@ -49,6 +51,14 @@ def _vgg16_se() -> nn.Module:
     with torch.no_grad():
         model.classifier[6].weight.mul_(100.0)  # trained-like logits (~1-10), as conftest.slim_ckpt
     return model
+
+
+def _vgg16_cbam() -> nn.Module:
+    """A channel gate and a spatial map per block: the inputs pair with the gates, not the maps."""
+    from sevgg_gui.models.networks import vgg16_attention
+
+    torch.manual_seed(0)
+    return nontrivial(vgg16_attention("cbam", 5, width=0.125))
 
 
 def _timm(name: str) -> Callable[[], nn.Module]:
@@ -93,6 +103,7 @@ def _inline_se() -> nn.Module:
 # inline (light CBAM) or as output / input (the inline SE found by behaviour)
 MODELS: dict[str, tuple[Callable[[], nn.Module], int]] = {
     "vgg16_se": (_vgg16_se, 32),
+    "vgg16_cbam": (_vgg16_cbam, 32),
     "seresnet18": (_timm("seresnet18"), 64),
     "mobilenetv3_small_050": (_timm("mobilenetv3_small_050"), 64),
     "light_cbam": (_light_cbam, 32),
@@ -177,8 +188,9 @@ def test_runtime_gates_and_interventions_match_torch(exported, runtime, images) 
         assert sorted(moved.tolist()) == sorted({c_mute, c_boost, c_set})
         for earlier in blocks[: blocks.index(block)]:  # upstream of the intervention: untouched
             np.testing.assert_allclose(got.excitations[earlier], base.excitations[earlier], atol=SAME)
-        # The runtime and torch agree under the same intervention: gates, top-5 and logits.
+        # The runtime and torch agree under the same intervention: gates, maps, top-5 and logits.
         _gates_close(got.excitations, want.excitations)
+        _gates_close(got.spatial_maps, want.spatial_maps)
         assert [p.index for p in got.topk] == [p.index for p in want.topk]
         _logits_close(*_logits(pred, torch_pred, images[1]))
 
