@@ -35,8 +35,12 @@ def open_for_app(
     if backend == "torch":
         return build_predictor(spec, device=device, half=half, with_cost=False)
     if model_code:  # the exporter cache keys model specs; the user's code stays in torch
-        predictor, info = build_predictor(spec, device=device, half=half, with_cost=False, model_code=model_code)
-        info.backend_note = f"{backend} backend runs model specs, not model code; {Path(model_code).name} runs in torch"
+        predictor, info = build_predictor(
+            spec, device=device, half=half, with_cost=False, model_code=model_code
+        )
+        info.backend_note = (
+            f"{backend} backend runs model specs, not model code; {Path(model_code).name} runs in torch"
+        )
         return predictor, info
     from ..backends.export_cache import open_backend
 
@@ -59,13 +63,7 @@ def describe_runtime(opened: Any) -> ModelInfo:
     size = pred.preprocess.crop_size
     gates = [(b, c) for b, c in pred.gate_blocks]
     maps = [o.block for o in pred.layout if o.kind == "map"]
-    attention = [
-        {"name": b, "kind": "channel gate", "channels": c, "found_by": "graph output", "note": "", "recorded": True}
-        for b, c in gates
-    ] + [
-        {"name": b, "kind": "spatial map", "channels": None, "found_by": "graph output", "note": "", "recorded": True}
-        for b in maps
-    ]
+    attention = [_listed(b, "channel gate", c) for b, c in gates] + [_listed(b, "spatial map") for b in maps]
     return ModelInfo(
         name=f"{Path(opened.name).name} (exported graph)",
         provenance=opened.provenance,
@@ -84,6 +82,18 @@ def describe_runtime(opened: Any) -> ModelInfo:
         backend=runtime,
         interventions=can_intervene(pred),
     )
+
+
+def _listed(name: str, kind: str, channels: int | None = None) -> dict[str, Any]:
+    """A model-panel row (``AttentionBlock.describe()``'s keys) for a graph output."""
+    return {
+        "name": name,
+        "kind": kind,
+        "channels": channels,
+        "found_by": "graph output",
+        "note": "",
+        "recorded": True,
+    }
 
 
 def start_runtime_load(

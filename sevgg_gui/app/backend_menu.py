@@ -35,7 +35,11 @@ TIPS = {
     "openvino": "OpenVINO (CPU, fp32) runs the same ONNX export; exported once into the cache, "
     "compiled on each open",
 }
-LABELS = {"torch": "torch (PyTorch)", "onnxruntime": "onnxruntime (ONNX Runtime, CPU)", "openvino": "openvino (OpenVINO, CPU)"}
+LABELS = {
+    "torch": "torch (PyTorch)",
+    "onnxruntime": "onnxruntime (ONNX Runtime, CPU)",
+    "openvino": "openvino (OpenVINO, CPU)",
+}
 
 
 def needs_torch(what: str, runtime: str) -> str:
@@ -113,10 +117,14 @@ class BackendMenu(QObject):
         if info.backend_note:
             self.win.show_error(info.backend_note)
         runtime = info.backend != "torch"
-        interventions = None if info.interventions else needs_torch("Interventions (mute / boost)", info.backend)
+        interventions = (
+            None if info.interventions else needs_torch("Interventions (mute / boost)", info.backend)
+        )
         win = self.win
         win.charts.set_intervention_note(interventions)
         win.compare.view.set_intervention_note(interventions)
-        win.charts.set_squeeze_note(needs_torch("Squeezes (channel means)", info.backend) if runtime else None)
+        win.charts.set_squeeze_note(
+            needs_torch("Squeezes (channel means)", info.backend) if runtime else None
+        )
         win.thumbs.set_unavailable(needs_torch("Feature maps", info.backend) if runtime else None)
         win.evidence.set_unavailable(needs_torch("Class evidence maps", info.backend) if runtime else None)

@@ -10,8 +10,6 @@ import numpy as np
 import pytest
 from PySide6.QtCore import QSettings
 
-from sevgg_gui.backends import open_predictor
-
 from .conftest import SAMPLES
 from .test_window import wait_draws
 
@@ -57,7 +55,10 @@ def test_onnxruntime_runs_the_export_with_every_gate_and_is_remembered(qtbot, wi
     assert [c.block for c in window.charts.charts] == list(result.excitations)
     for chart in window.charts.charts:
         np.testing.assert_array_equal(chart.bars.opts["height"], result.excitations[chart.block])
-        assert float(np.abs(result.excitations[chart.block] - torch_result.excitations[chart.block]).max()) < GATE_TOL
+        assert (
+            float(np.abs(result.excitations[chart.block] - torch_result.excitations[chart.block]).max())
+            < GATE_TOL
+        )
     assert [p.index for p in result.topk] == [p.index for p in torch_result.topk]
     assert len(result.topk) == 5
     # What runs is shown: the menu, the model panel, the status bar's device.
@@ -77,7 +78,9 @@ def test_onnxruntime_runs_the_export_with_every_gate_and_is_remembered(qtbot, wi
     assert again.value("model/backend") == "onnxruntime"
 
 
-def test_a_failing_export_is_one_line_and_torch_keeps_running(qtbot, window, slim_ckpt, tmp_path, monkeypatch):
+def test_a_failing_export_is_one_line_and_torch_keeps_running(
+    qtbot, window, slim_ckpt, tmp_path, monkeypatch
+):
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("a file where the cache folder should be")
     monkeypatch.setenv("SEVGG_CACHE", str(blocker / "exports"))  # cannot be created: the export fails

@@ -219,7 +219,12 @@ class ChartsPanel(QWidget):
     def gates_flat(self, reason: str) -> None:
         """This model's gates are flat: show the squeeze view instead, and the header says why."""
         self.flat_reason = reason
-        if self.squeeze_note is None and not self.mode_pinned and self._model_key not in self._kept_gates and self.options.mode == "gates":
+        if (
+            self.squeeze_note is None
+            and not self.mode_pinned
+            and self._model_key not in self._kept_gates
+            and self.options.mode == "gates"
+        ):
             self._auto_from = self.options.mode
             self._set_mode_quietly("squeeze")
         self._update_notice()
