@@ -19,7 +19,10 @@ from .worker import ModelInfo, _one_line, build_predictor, can_intervene, descri
 if TYPE_CHECKING:  # pragma: no cover
     from .worker import InferenceWorker
 
-RUNTIME_LIMITS = "no squeezes, feature maps or class evidence in {runtime} (they need the torch backend)"
+RUNTIME_LIMITS = (
+    "{runtime} runs an exported graph: every gate and the top-5, but no squeezes, feature maps, class "
+    "evidence or cost table (they need the torch backend)"
+)
 
 
 def open_for_app(

@@ -71,6 +71,8 @@ def test_onnxruntime_runs_the_export_with_every_gate_and_is_remembered(qtbot, wi
     assert not mute.isEnabled() and "torch backend" in mute.toolTip()
     assert "torch backend" in window.thumbs.label.text  # one line instead of feature maps
     assert not window.evidence.panel.enable.isEnabled()
+    window.evidence.set_enabled(True)  # e.g. a click on a prediction: refused with the reason
+    assert not window.evidence.on and "torch backend" in window.statusBar().currentMessage()
     window.grab().save(str(SHOTS / "app-backend-onnxruntime.png"))
     # The choice is kept: a new window on the same settings starts in onnxruntime.
     window.save_settings()
@@ -108,6 +110,15 @@ def test_back_to_torch_restores_interventions_and_maps(qtbot, window, slim_ckpt,
     wait_draws(qtbot, window, 1)
     choose(qtbot, window, "onnxruntime")
     assert not mute_action(window.charts.charts[1], 0).isEnabled()
+    # Compare mode works with A in the runtime: B = the same checkpoint in torch pairs every block.
+    window.compare.start(str(slim_ckpt))
+    qtbot.waitUntil(lambda: window.last_result.meta.get("compare") is not None, timeout=60_000)
+    cmp = window.last_result.meta["compare"]
+    assert len(cmp.blocks) == 5 and cmp.top1_agree
+    assert all(f.mean_abs_diff < GATE_TOL for f in cmp.blocks)
+    qtbot.waitUntil(lambda: len(window.compare.view.charts) == 5, timeout=10_000)
+    assert not window.compare.view.charts[0].context_menu(0).actions()[0].isEnabled()  # mute on A
+    window.compare.stop()
     choose(qtbot, window, "torch")
     assert type(window.worker_thread.worker.predictor).__name__ == "Predictor"
     qtbot.waitUntil(lambda: bool(window.last_result.squeezes), timeout=30_000)  # a torch result drawn
