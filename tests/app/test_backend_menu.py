@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 from PySide6.QtCore import QSettings
 
+from sevgg_gui.app.worker import can_intervene
+
 from .conftest import SAMPLES
 from .test_window import wait_draws
 
@@ -39,6 +41,13 @@ def mute_action(chart, channel: int):
     return next(a for a in chart.context_menu(channel).actions() if a.text().startswith("Mute"))
 
 
+def mute_offered(win) -> bool:
+    """What the mute entries must say for the running predictor: greyed out, with the reason, unless
+    its recorder takes interventions (torch; OnnxPredictor once it gains a recorder, branch
+    export-gates)."""
+    return can_intervene(win.worker_thread.worker.predictor)
+
+
 def test_onnxruntime_runs_the_export_with_every_gate_and_is_remembered(qtbot, window, slim_ckpt, cache):
     load_slim(qtbot, window, slim_ckpt)
     window.open_source(str(SAMPLES / "chelsea.png"))
@@ -66,9 +75,18 @@ def test_onnxruntime_runs_the_export_with_every_gate_and_is_remembered(qtbot, wi
     assert window.backend_menu.menu.title() == "Backend: onnxruntime"
     assert "exported for onnxruntime" in window.model_panel.toPlainText()
     assert window.model_info.backend == "onnxruntime" and "onnxruntime" in window.hud_device.text()
-    # No interventions in this runtime yet: mute / boost greyed out, saying why.
+    # A graph without an intervention surface: mute / boost greyed out, saying why; a mute asked for
+    # anyway (programmatically) is one line in the window, and the frames keep coming.
     mute = mute_action(window.charts.charts[0], 3)
-    assert not mute.isEnabled() and "torch backend" in mute.toolTip()
+    if mute_offered(window):
+        assert mute.isEnabled()
+    else:
+        assert not mute.isEnabled() and "torch backend" in mute.toolTip()
+        window.error_banner.hide()
+        worker.intervene(window.charts.charts[0].block, 3, value=0.0)
+        qtbot.waitUntil(window.error_banner.isVisible, timeout=10_000)
+        assert "interventions need the torch backend" in window.error_banner.label.text()
+        assert window.worker_thread.thread.isRunning()
     assert "torch backend" in window.thumbs.label.text  # one line instead of feature maps
     assert not window.evidence.panel.enable.isEnabled()
     window.evidence.set_enabled(True)  # e.g. a click on a prediction: refused with the reason
@@ -109,7 +127,7 @@ def test_back_to_torch_restores_interventions_and_maps(qtbot, window, slim_ckpt,
     window.open_source(str(SAMPLES / "coffee.png"))
     wait_draws(qtbot, window, 1)
     choose(qtbot, window, "onnxruntime")
-    assert not mute_action(window.charts.charts[1], 0).isEnabled()
+    assert mute_action(window.charts.charts[1], 0).isEnabled() == mute_offered(window)
     # Compare mode works with A in the runtime: B = the same checkpoint in torch pairs every block.
     window.compare.start(str(slim_ckpt))
     qtbot.waitUntil(lambda: window.last_result.meta.get("compare") is not None, timeout=60_000)
@@ -117,7 +135,7 @@ def test_back_to_torch_restores_interventions_and_maps(qtbot, window, slim_ckpt,
     assert len(cmp.blocks) == 5 and cmp.top1_agree
     assert all(f.mean_abs_diff < GATE_TOL for f in cmp.blocks)
     qtbot.waitUntil(lambda: len(window.compare.view.charts) == 5, timeout=10_000)
-    assert not window.compare.view.charts[0].context_menu(0).actions()[0].isEnabled()  # mute on A
+    assert window.compare.view.charts[0].context_menu(0).actions()[0].isEnabled() == mute_offered(window)
     window.compare.stop()
     choose(qtbot, window, "torch")
     assert type(window.worker_thread.worker.predictor).__name__ == "Predictor"
