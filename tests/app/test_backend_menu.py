@@ -157,11 +157,15 @@ def test_backend_option_opens_the_first_model_in_that_runtime(qtbot, slim_ckpt, 
 
     assert build_parser().parse_args(["--backend", "openvino"]).backend == "openvino"
     settings = QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat)
-    win = MainWindow(settings, checkpoint=str(slim_ckpt), device="cpu", backend="onnxruntime")
+    win = MainWindow(settings, checkpoint=str(slim_ckpt), device="cpu", backend="openvino")
     qtbot.addWidget(win)
     try:
-        qtbot.waitUntil(lambda: win.backend_menu.running == "onnxruntime", timeout=120_000)
-        assert win.model_info.checkpoint == str(slim_ckpt)
+        qtbot.waitUntil(lambda: win.backend_menu.running == "openvino", timeout=120_000)
+        assert type(win.worker_thread.worker.predictor).__name__ == "OpenVinoPredictor"
+        assert (
+            win.model_info.checkpoint == str(slim_ckpt) and win.backend_menu.actions["openvino"].isChecked()
+        )
+        assert [n for n, _c in win.model_info.blocks] == win.worker_thread.worker.predictor.block_names
         assert settings.value("model/backend") is None  # --backend is for this run; the menu saves
     finally:
         win.close()
