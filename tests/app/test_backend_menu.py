@@ -169,3 +169,25 @@ def test_backend_option_opens_the_first_model_in_that_runtime(qtbot, slim_ckpt, 
         assert settings.value("model/backend") is None  # --backend is for this run; the menu saves
     finally:
         win.close()
+
+
+def test_frames_keep_flowing_through_the_old_model_while_it_exports(qtbot, window, slim_ckpt, cache):
+    from sevgg_gui.images import load_image
+
+    load_slim(qtbot, window, slim_ckpt)
+    rgb = load_image(SAMPLES / "coffee.png")
+    torch_draws: list[bool] = []  # per drawn Result: from torch (it has squeezes) or the runtime
+    window.resultDrawn.connect(lambda _n: torch_draws.append(bool(window.last_result.squeezes)))
+    window.backend_menu.actions["onnxruntime"].trigger()
+    assert window.progress.isVisible()  # busy while exporting
+    assert "keeps running" in window.statusBar().currentMessage()
+    deadline = 200  # x 50 ms
+    while window.backend_menu.running != "onnxruntime" and deadline:
+        window.push_frame(rgb, "pushed")  # a camera's frames, as it were
+        qtbot.wait(50)
+        deadline -= 1
+    assert window.backend_menu.running == "onnxruntime"
+    assert torch_draws and torch_draws[0], "the torch model classified frames while the export ran"
+    window.push_frame(rgb, "pushed")
+    qtbot.waitUntil(lambda: torch_draws[-1] is False, timeout=10_000)  # then the runtime's results
+    assert not window.progress.isVisible()
