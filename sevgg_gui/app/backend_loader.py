@@ -14,6 +14,8 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from .worker import ModelInfo, _one_line, build_predictor, can_intervene, describe_model
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -65,13 +67,16 @@ def describe_runtime(opened: Any) -> ModelInfo:
     runtime = str(getattr(pred, "runtime", "runtime"))
     size = pred.preprocess.crop_size
     gates = [(b, c) for b, c in pred.gate_blocks]
+    if any(c is None for _b, c in gates):  # channels not static in the graph: one blank frame tells
+        probe = pred.predict(np.zeros((size, size, 3), np.uint8)).excitations
+        gates = [(b, c if c is not None else int(probe[b].size)) for b, c in gates]
     maps = [o.block for o in pred.layout if o.kind == "map"]
     attention = [_listed(b, "channel gate", c) for b, c in gates] + [_listed(b, "spatial map") for b in maps]
     return ModelInfo(
         name=f"{Path(opened.name).name} (exported graph)",
         provenance=opened.provenance,
         num_classes=len(pred.class_names),
-        blocks=[(b, int(c or 0)) for b, c in gates],
+        blocks=[(b, int(c)) for b, c in gates],
         spatial_blocks=maps,
         attention=attention,
         device=str(pred.device),
