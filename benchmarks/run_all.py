@@ -29,6 +29,7 @@ ORDER = [
     "timm_recording",
     "probe",
     "runtimes",
+    "backend_pipeline",
 ]
 
 
