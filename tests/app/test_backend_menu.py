@@ -42,9 +42,7 @@ def mute_action(chart, channel: int):
 
 
 def mute_offered(win) -> bool:
-    """What the mute entries must say for the running predictor: greyed out, with the reason, unless
-    its recorder takes interventions (torch; OnnxPredictor once it gains a recorder, branch
-    export-gates)."""
+    """Whether the running predictor takes interventions (torch, and exports with gate inputs)."""
     return can_intervene(win.worker_thread.worker.predictor)
 
 
@@ -75,18 +73,18 @@ def test_onnxruntime_runs_the_export_with_every_gate_and_is_remembered(qtbot, wi
     assert window.backend_menu.menu.title() == "Backend: onnxruntime"
     assert "exported for onnxruntime" in window.model_panel.toPlainText()
     assert window.model_info.backend == "onnxruntime" and "onnxruntime" in window.hud_device.text()
-    # A graph without an intervention surface: mute / boost greyed out, saying why; a mute asked for
-    # anyway (programmatically) is one line in the window, and the frames keep coming.
-    mute = mute_action(window.charts.charts[0], 3)
-    if mute_offered(window):
-        assert mute.isEnabled()
-    else:
-        assert not mute.isEnabled() and "torch backend" in mute.toolTip()
-        window.error_banner.hide()
-        worker.intervene(window.charts.charts[0].block, 3, value=0.0)
-        qtbot.waitUntil(window.error_banner.isVisible, timeout=10_000)
-        assert "interventions need the torch backend" in window.error_banner.label.text()
-        assert window.worker_thread.thread.isRunning()
+    # Interventions run in the graph (per-block mul/add inputs): a mute from the chart's menu zeroes
+    # exactly that gate in the next runtime result (gate*0 + 0 is exactly 0 in any kernel order).
+    chart = window.charts.charts[0]
+    mute = mute_action(chart, 3)
+    assert mute_offered(window) and mute.isEnabled()
+    mute.trigger()
+    qtbot.waitUntil(lambda: window.last_result.excitations[chart.block][3] == 0.0, timeout=30_000)
+    gates = window.last_result.excitations[chart.block]
+    others = np.delete(gates - torch_result.excitations[chart.block], 3)
+    assert float(np.abs(others).max()) < GATE_TOL  # the other channels of that block did not move
+    window.worker_thread.worker.clear_interventions()
+    qtbot.waitUntil(lambda: window.last_result.excitations[chart.block][3] != 0.0, timeout=30_000)
     assert "torch backend" in window.thumbs.label.text  # one line instead of feature maps
     assert not window.evidence.panel.enable.isEnabled()
     window.evidence.set_enabled(True)  # e.g. a click on a prediction: refused with the reason
