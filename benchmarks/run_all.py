@@ -30,6 +30,7 @@ ORDER = [
     "probe",
     "runtimes",
     "int8",
+    "backend_pipeline",
 ]
 
 

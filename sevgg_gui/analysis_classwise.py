@@ -113,9 +113,16 @@ def class_excitation_stats(
     loader: DataLoader | Iterable[tuple[torch.Tensor, torch.Tensor]],
     class_names: Sequence[str],
     device: str | torch.device = "cpu",
+    *,
+    columns: Sequence[int] | None = None,
+    example_input: torch.Tensor | None = None,
 ) -> ClassProfiles:
     """Mean and std of every gate per class over ``loader``, read by the recorder during the forwards
-    that also give the per-class accuracy (one pass over the data)."""
+    that also give the per-class accuracy (one pass over the data).
+
+    ``columns``: the model output of each data class (a 1000-class model on a 10-class subset), so the
+    accuracy is among the data's classes; ``example_input``: two images at the model's input size, for
+    the recorder to probe modules of types no registry knows (timm's, a user's inline SE)."""
     import torch
 
     from .recorder import ExcitationRecorder
@@ -127,11 +134,14 @@ def class_excitation_stats(
     was_training = model.training
     model.eval().to(device)
     try:
-        with ExcitationRecorder(model) as rec, torch.inference_mode():
+        cols = torch.as_tensor(list(columns), dtype=torch.long) if columns is not None else None
+        with ExcitationRecorder(model, example_input=example_input) as rec, torch.inference_mode():
             if not rec.taps:
                 raise ValueError(f"{type(model).__name__} has no channel gates to profile")
             for x, y in loader:
                 logits = model(x.to(device))
+                if cols is not None:
+                    logits = logits[:, cols.to(logits.device)]
                 if logits.shape[1] != k:
                     raise ValueError(f"model has {logits.shape[1]} outputs, the data {k} classes")
                 yn = y.numpy().astype(np.int64)
@@ -231,7 +241,7 @@ def checkpoint_dataset(
 
 
 def analyze_checkpoint(
-    checkpoint: str | os.PathLike[str],
+    checkpoint: str | os.PathLike[str] | None,
     data: str,
     *,
     split: str = "test",
@@ -240,20 +250,36 @@ def analyze_checkpoint(
     device: str = "auto",
     cache_dir: str | None = None,
     input_size: int | None = None,
+    model_code: str | None = None,
 ) -> ClassProfiles:
-    """:func:`class_excitation_stats` of a saved model on a split of ``data``."""
+    """:func:`class_excitation_stats` of any model spec on a split of ``data``: a `sevgg train`
+    checkpoint at its own size and split, other models through their own preprocessing with their
+    outputs paired to the data's classes (:func:`~sevgg_gui.training.model_data.split_for_model`)."""
     from torch.utils.data import DataLoader
 
+    from .taps.probe import example_input
     from .training.distributed import _pick_device
-    from .training.models import load_trained
+    from .training.model_data import open_model, split_for_model
 
-    model, meta = load_trained(checkpoint)
-    dataset, names = checkpoint_dataset(
-        meta, data, split=split, limit=limit, cache_dir=cache_dir, input_size=input_size
+    opened = open_model(str(checkpoint) if checkpoint is not None else None, model_code)
+    ms = split_for_model(opened, data, split=split, limit=limit, cache_dir=cache_dir, input_size=input_size)
+    dev = _pick_device(device, 0)
+    opened.model.eval().to(dev)
+    prof = class_excitation_stats(
+        opened.model,
+        DataLoader(ms.dataset, batch_size=batch_size),
+        ms.class_names,
+        dev,
+        columns=ms.classes.columns,
+        example_input=example_input(ms.input_size, device=dev),
     )
-    loader = DataLoader(dataset, batch_size=batch_size)
-    prof = class_excitation_stats(model, loader, names, _pick_device(device, 0))
-    prof.meta.update({"checkpoint": str(checkpoint), "data": str(data), "split": split})
+    prof.meta.update({"checkpoint": opened.label, "data": str(data), "split": split})
+    if ms.classes.note:
+        prof.meta["class_map"] = ms.classes.note
+    if ms.note:
+        prof.meta["data_note"] = ms.note
+    if opened.warning:
+        prof.meta["warning"] = opened.warning
     return prof
 
 

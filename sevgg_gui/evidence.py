@@ -462,6 +462,10 @@ class LiveEvidence:
 
     def __call__(self, predictor: Any, frame: Any, result: Any) -> None:
         req = self.request
+        if getattr(predictor, "model", None) is None:  # a runtime graph (onnxruntime...): no autograd
+            runtime = getattr(predictor, "runtime", "this backend")
+            result.meta["evidence_error"] = f"class evidence needs the torch backend ({runtime} runs)"
+            return
         rec = predictor.recorder
         blocks = [req.block] if req.block in rec.blocks else list(rec.blocks)[:1]
         c = req.class_index

@@ -88,6 +88,32 @@ def test_cache_is_keyed_and_reused(slim_ckpt, cache, tmp_path) -> None:
     assert cache_path(str(other)).is_file() and entry.stat().st_mtime_ns == stamp
 
 
+def test_cache_key_has_the_exporter_version(slim_ckpt, cache, monkeypatch) -> None:
+    """A new exporter (version 2: intervention inputs) gets new entries: older cached exports, which
+    cannot intervene, are exported again instead of reused."""
+    from sevgg_gui.backends import export_cache
+
+    assert export_cache.EXPORTER_VERSION >= 2
+    now = cache_path(str(slim_ckpt))
+    monkeypatch.setattr(export_cache, "EXPORTER_VERSION", export_cache.EXPORTER_VERSION - 1)
+    assert cache_path(str(slim_ckpt)) != now
+
+
+@pytest.mark.usefixtures("one_thread")  # tiny model: threads only contend
+def test_cached_export_intervenes(slim_ckpt, cache, images) -> None:
+    """The cached export has the intervention inputs: muting a channel in the runtime mutes it."""
+    torch_pred = open_predictor(str(slim_ckpt), device="cpu").predictor
+    pred = open_backend(str(slim_ckpt), "onnxruntime", device="cpu").predictor
+    for rec in (torch_pred.recorder, pred.recorder):
+        rec.intervene("features.18", [3, 5], value=0.0)
+    want, got = torch_pred.predict(images[0]), pred.predict(images[0])
+    assert got.excitations["features.18"][[3, 5]].tolist() == [0.0, 0.0]
+    for name, gate in want.excitations.items():
+        assert float(np.abs(got.excitations[name] - gate).max()) < GATE_TOL, name
+    assert [p.index for p in got.topk] == [p.index for p in want.topk]
+    torch_pred.close()
+
+
 def test_corrupt_cache_entry_is_rebuilt(slim_ckpt, cache, images) -> None:
     open_backend(str(slim_ckpt), "openvino", device="cpu").predictor.close()
     entry = cache_path(str(slim_ckpt))

@@ -21,6 +21,7 @@ SCRIPTS = sorted(p.name for p in BENCH.glob("bench_*.py"))
 def test_every_benchmark_is_covered() -> None:
     assert SCRIPTS == [
         "bench_attention.py",
+        "bench_backend_pipeline.py",
         "bench_compare.py",
         "bench_evidence.py",
         "bench_fast_path.py",

@@ -96,3 +96,48 @@ def test_plain_vgg_exports_but_has_no_gates(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="no SE blocks"):
         export_onnx(plain, tmp_path / "x.onnx", input_size=32, with_excitations=True)
     assert not (tmp_path / "x.onnx").exists()
+
+
+@pytest.mark.usefixtures("one_thread")  # tiny model: threads only contend
+def test_cli_export_timm_random_with_gates_and_intervention_inputs(tmp_path: Path, capsys) -> None:
+    """`sevgg export -c timm:<name>:random --with-excitations`: every per-channel gate an output, each
+    with its mul/add inputs, which default to the identity (the export check feeds the image alone)."""
+    pytest.importorskip("timm")
+    out = tmp_path / "mnv3.onnx"
+    code = main(
+        ["export", "-c", "timm:mobilenetv3_small_050:random", "-o", str(out), "--with-excitations",
+         "--input-size", "64"]
+    )  # fmt: skip
+    text = capsys.readouterr().out
+    assert code == 0
+    assert float(text.rsplit("max abs diff", 1)[1].split()[0]) < 1e-4
+    props = {p.key: p.value for p in onnx.load(str(out), load_external_data=False).metadata_props}
+    gates = [o for o in json.loads(props["excitation_outputs"]) if o["kind"] == "gate"]
+    knobs = json.loads(props["intervention_inputs"])
+    assert len(gates) == 9 and [k["output"] for k in knobs] == [g["output"] for g in gates]
+    assert [k["mul"] for k in knobs] == [f"gate{i}_mul" for i in range(1, 10)]
+    sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    assert [i.name for i in sess.get_inputs()] == ["input"]  # the others have defaults
+    assert {i.name for i in sess.get_overridable_initializers()} == {
+        n for k in knobs for n in (k["mul"], k["add"])
+    }
+    assert all(k["channels"] == g["shape"][1] for k, g in zip(knobs, gates, strict=True))
+
+
+@pytest.mark.usefixtures("one_thread")  # tiny model: threads only contend
+def test_cli_export_model_code_exports_gates_found_by_behaviour(tmp_path: Path, capsys) -> None:
+    """An inline SE no registry knows is found by the recorder's probe; the export has its gates, equal
+    to the recorder's on the exporter's own check."""
+    code_file = Path(__file__).parent / "data" / "user_models" / "inline_se.py"
+    out = tmp_path / "inline.onnx"
+    assert main(["export", "--model-code", f"{code_file}:build", "-o", str(out), "--with-excitations"]) == 0
+    text = capsys.readouterr().out
+    assert "gate1=features.2 (gate), gate2=features.5 (gate)" in text
+    assert float(text.rsplit("max abs diff", 1)[1].split()[0]) < 1e-4
+    props = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
+    described = json.loads(props["excitation_outputs"])
+    assert [(o["block"], o["found_by"]) for o in described] == [
+        ("features.2", "behaviour"),
+        ("features.5", "behaviour"),
+    ]
+    assert [b["found_by"] for b in json.loads(props["attention_blocks"])] == ["behaviour", "behaviour"]

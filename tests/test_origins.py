@@ -340,15 +340,13 @@ def test_timm_is_imported_only_for_timm_specs(slim_ckpt):
     assert out.stdout.split()[-1] == "False"
 
 
-def test_commands_that_need_a_training_checkpoint_refuse_other_specs_in_one_line(tmp_path, capsys):
-    for argv in (
-        ["prune", "-c", "timm:resnet10t:random", "-o", str(tmp_path / "p.pth")],
-        ["eval", "--data", str(tmp_path), "-c", "pretrained:mobilenet_v3_small"],
-        ["distill", "--teacher", "timm:resnet10t", "--data", str(tmp_path)],
-    ):
-        assert main(argv) == 2
+def test_prune_refuses_other_architectures_in_one_line_saying_why(tmp_path, capsys):
+    """prune is structural VGG16-SE channel surgery; eval, analyze and distill take any model
+    (tests/test_eval_any_model.py)."""
+    for spec in ("timm:resnet10t:random", "pretrained:mobilenet_v3_small", "vgg16:cbam"):
+        assert main(["prune", "-c", spec, "-o", str(tmp_path / "p.pth")]) == 2
         err = capsys.readouterr().err.strip()
-        assert len(err.splitlines()) == 1 and "takes a checkpoint file of `sevgg train`" in err
+        assert len(err.splitlines()) == 1 and "prunes VGG16-SE structurally" in err
 
 
 def test_menu_timm_choices_are_names_timm_knows_with_trained_weights():

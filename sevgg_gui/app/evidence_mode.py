@@ -33,6 +33,8 @@ from .widgets.evidence_chart import EvidenceChart, evidence_title
 if TYPE_CHECKING:
     from .window import MainWindow
 
+INFO_TEXT = "Click a prediction to see where the model finds that class."
+ENABLE_TIP = "Class activation map on the input, channel evidence under the selected block"
 METHOD_LABELS = {
     "gradcam": "Grad-CAM",
     "gradcam++": "Grad-CAM++",
@@ -47,7 +49,7 @@ class EvidencePanel(QWidget):
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.enable = QCheckBox("Show class evidence")
-        self.enable.setToolTip("Class activation map on the input, channel evidence under the selected block")
+        self.enable.setToolTip(ENABLE_TIP)
         self.class_edit = QLineEdit()
         self.class_edit.setPlaceholderText("top-1 (or type a class name / index, Enter)")
         self.top1_btn = QPushButton("Top-1")
@@ -62,7 +64,7 @@ class EvidencePanel(QWidget):
         self.opacity = QSlider(Qt.Orientation.Horizontal)
         self.opacity.setRange(0, 100)
         self.opacity.setValue(55)
-        self.info = QLabel("Click a prediction to see where the model finds that class.")
+        self.info = QLabel(INFO_TEXT)
         self.info.setWordWrap(True)
         self.info.setStyleSheet("color:#aaaaaa")
 
@@ -94,6 +96,7 @@ class EvidenceMode(QObject):
         }
         self.live: Any = None  # evidence.LiveEvidence, in the worker's extras while on
         self.on = False
+        self.unavailable: str | None = None  # why the current model cannot be explained (set_unavailable)
         self._rerun_queued = False
         self.class_names: list[str] = []
         self.class_label: str | None = None  # the fixed class's name (None: following the top-1)
@@ -129,7 +132,22 @@ class EvidenceMode(QObject):
             self._model_loaded(window.model_info)
 
     # ------------------------------------------------------------------ requests to the worker
+    def set_unavailable(self, note: str | None) -> None:
+        """``note``: why this model cannot be explained (a runtime backend): the mode turns off and its
+        switch is greyed out with ``note`` as tooltip and text; None: available again."""
+        before, self.unavailable = self.unavailable, note
+        if note:
+            self.set_enabled(False)
+            self.panel.info.setText(note)
+        elif before and self.panel.info.text() == before:
+            self.panel.info.setText(INFO_TEXT)
+        self.panel.enable.setEnabled(note is None)
+        self.panel.enable.setToolTip(note or ENABLE_TIP)
+
     def set_enabled(self, on: bool) -> None:
+        if on and self.unavailable:
+            self.window.statusBar().showMessage(self.unavailable, 5000)
+            return
         if on == self.on:
             return
         self.on = on

@@ -33,6 +33,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--compare", metavar="SPEC", help="compare mode: run model B (any model spec or .onnx) beside it"
     )
     p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default=None)
+    p.add_argument(
+        "--backend",
+        choices=["torch", "onnxruntime", "openvino"],
+        default=None,
+        help="run the model in torch, or an ONNX export of it (made once, cached) in onnxruntime or "
+        "OpenVINO; default: the last one chosen in Model → Backend (torch)",
+    )
     p.add_argument("--frames", type=int, default=None, help="headless: process N frames, then exit")
     p.add_argument("--screenshot", help="headless: save the whole window to this PNG and exit")
     p.add_argument("--block", type=int, default=None, help="select SE block 1-5 at start")
@@ -101,7 +108,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     else:
         settings = QSettings()
-    win = MainWindow(settings, checkpoint=args.checkpoint, device=args.device, model_code=args.model_code)
+    win = MainWindow(
+        settings,
+        checkpoint=args.checkpoint,
+        device=args.device,
+        model_code=args.model_code,
+        backend=args.backend,
+    )
     if args.compare:
         win.compare.start(args.compare)  # queued on the worker after model A's load
     if args.mode:

@@ -31,6 +31,7 @@ from ..model_specs import is_model_folder
 from ..pipeline import LatestSlot, SourcePump
 from ..sources import Frame, FrameSource, SourceError, is_camera_spec, open_source
 from . import help_dialogs
+from .backend_menu import BackendMenu
 from .compare_mode import CompareMode
 from .evidence_mode import EvidenceMode
 from .widgets.banner import Banner
@@ -61,6 +62,7 @@ class MainWindow(QMainWindow):
         device: str | None = None,
         load_model: bool = True,
         model_code: str | None = None,
+        backend: str | None = None,  # --backend: torch | onnxruntime | openvino (else the settings')
     ) -> None:
         super().__init__()
         self.settings = settings or QSettings("sevgg_gui", "sevgg-gui")
@@ -113,6 +115,7 @@ class MainWindow(QMainWindow):
         self.sourceEnded.connect(self._on_source_ended, queued)
         self.evidence = EvidenceMode(self)  # class evidence: its own tab, overlay and chart row
         self.compare = CompareMode(self)  # Model → Compare with…: model B beside this one
+        self.backend_menu = BackendMenu(self, backend)  # Model → Backend: torch | onnxruntime | openvino
         if load_model:
             self.load_model(checkpoint, model_code=model_code)
 

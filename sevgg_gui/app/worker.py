@@ -46,6 +46,9 @@ class ModelInfo:
     attention: list[dict[str, Any]] = field(default_factory=list)
     probe: str = ""  # what the behaviour probe did, when it had modules to look at
     class_names: list[str] = field(default_factory=list)
+    backend: str = "torch"  # what runs: torch, onnxruntime or openvino (app/backend_loader.py)
+    backend_note: str = ""  # why another backend than the one asked for runs (one line), if so
+    interventions: bool = True  # the predictor's recorder can mute/boost channels
 
 
 class InferenceWorker(QObject):
@@ -76,6 +79,9 @@ class InferenceWorker(QObject):
         # as class evidence); change the list only through submit(), so it never changes mid-frame.
         self.extras: list[Callable[[Any, Frame, Any], None]] = []
         self.compare: Any = None  # compare mode's model B (app/compare_mode.CompareSlot), set by the window
+        self.backend = "torch"  # Model → Backend (app/backend_menu.py); set through submit()
+        self.load_generation = 0  # the newest load; a runtime load that finishes later is dropped
+        self._loaders: list[threading.Thread] = []  # runtime exports/opens (app/backend_loader.py)
 
     @property
     def idle(self) -> bool:
@@ -85,7 +91,7 @@ class InferenceWorker(QObject):
             and self._commands.empty()
             and not self.frames.pending
             and self._undescribed is None
-            and not any(t.is_alive() for t in self._describers)
+            and not any(t.is_alive() for t in self._describers + self._loaders)
         )
 
     # ------------------------------------------------------------------ called from any thread
@@ -120,6 +126,8 @@ class InferenceWorker(QObject):
     ) -> None:
         def run() -> None:
             if self.predictor is not None:
+                if not can_intervene(self.predictor):
+                    raise RuntimeError(f"interventions need the torch backend ({self.backend} runs)")
                 self.predictor.recorder.intervene(block, channel, value=value, scale=scale)
                 self._rerun()
 
@@ -127,7 +135,7 @@ class InferenceWorker(QObject):
 
     def clear_interventions(self) -> None:
         def run() -> None:
-            if self.predictor is not None:
+            if self.predictor is not None and can_intervene(self.predictor):  # else: none to clear
                 self.predictor.recorder.clear_interventions()
                 self._rerun()
 
@@ -247,7 +255,7 @@ class InferenceWorker(QObject):
         the first frame, or stall the stream right after it. The meta copy is taken here, between
         forwards; the analysis runs on a helper thread and never touches the live model."""
         info, self._undescribed = self._undescribed, None
-        if info is None or self.predictor is None:
+        if info is None or getattr(self.predictor, "model", None) is None:  # none, or a runtime graph
             return
         from ..analysis import meta_copy
 
@@ -267,6 +275,13 @@ class InferenceWorker(QObject):
     def _load_model(
         self, checkpoint: str | None, device: str, half: bool, allow_download: bool, model_code: str | None
     ) -> None:
+        self.load_generation += 1
+        if self.backend != "torch":  # export / open on a helper thread; frames keep flowing meanwhile
+            from .backend_loader import start_runtime_load
+
+            self._loaders = [t for t in self._loaders if t.is_alive()]
+            self._loaders.append(start_runtime_load(self, checkpoint, device, half, model_code))
+            return
         try:
             predictor, info = build_predictor(
                 checkpoint,
@@ -300,6 +315,12 @@ def build_predictor(
         loaded.model, device=device, half=half, class_names=loaded.class_names, preprocess=loaded.preprocess()
     )
     return predictor, describe_model(predictor, loaded, with_cost=with_cost)
+
+
+def can_intervene(predictor: Any) -> bool:
+    """Whether the predictor's recorder takes interventions (a runtime graph's may have none)."""
+    rec = getattr(predictor, "recorder", None)
+    return callable(getattr(rec, "intervene", None)) and callable(getattr(rec, "clear_interventions", None))
 
 
 def cost_table(predictor: Any) -> str:

@@ -1,8 +1,11 @@
 """How a forward runs: torch (:class:`~sevgg_gui.inference.Predictor`) or onnxruntime (:class:`OnnxPredictor`).
 
 A backend is anything with the Predictor's reading surface: ``predict(image) -> Result`` (and
-``predict_batch``), ``block_names``, ``class_names``, ``preprocess``, ``device``, ``close()``. Views,
-``sevgg diff`` and compare mode take a Result and never ask which backend made it.
+``predict_batch``), ``block_names``, ``class_names``, ``preprocess``, ``device``, ``close()``, and a
+``recorder`` with the torch recorder's intervention surface (``intervene`` / ``undo`` /
+``clear_interventions`` / ``interventions``, ``blocks``, ``taps``, ``block_infos``; for an export,
+:class:`~.interventions.RuntimeRecorder`). Views, ``sevgg diff`` and compare mode take a Result and
+never ask which backend made it.
 :func:`open_predictor` is the one place a model spec becomes such a predictor: ``.onnx`` files open in
 onnxruntime, everything else through :func:`~sevgg_gui.zoo.load_model` and torch.
 """

@@ -6,7 +6,9 @@ the Result carries the same block names as torch's. The file is kept in the user
 (``$SEVGG_CACHE``, else ``$XDG_CACHE_HOME/sevgg_gui/exports``, else ``~/.cache/sevgg_gui/exports``)
 under a key made of the checkpoint's sha256 (the spec string for specs that are not files), the
 exporter's version (:data:`EXPORTER_VERSION` and torch's) and the opset: a changed checkpoint or
-exporter gets a new entry, an unchanged one is opened without exporting again.
+exporter gets a new entry, an unchanged one is opened without exporting again. (Version 2 added the
+gates found by behaviour and the intervention inputs: entries of version 1, which cannot intervene,
+are simply no longer looked up.)
 
 A cached file that no longer opens (truncated, overwritten) is exported again, once. A model that
 cannot be exported or run by the runtime falls back to torch with one line saying why.
@@ -26,7 +28,7 @@ from . import OpenedPredictor, is_onnx_spec, open_predictor
 
 BACKENDS: tuple[str, ...] = ("torch", "onnxruntime", "openvino")
 # Bump when export_onnx writes a different graph for the same model (new outputs, other pooling...).
-EXPORTER_VERSION = 1
+EXPORTER_VERSION = 2  # 2: behaviour-found gates and per-gate intervention inputs
 Log = Callable[[str], None]
 
 

@@ -6,7 +6,12 @@ preprocess (``input_size``, ``resize_size``, ``mean``, ``std``) and the class na
 copies that metadata into the INT8 file. So the fp32 and the INT8 export of a model report their gates
 under the same block names as the torch model, and compare mode or ``sevgg diff`` can pair them.
 
-Read-only: no interventions (the gates are graph outputs, not hooks), no feature maps, no squeezes.
+Interventions work as in torch: ``predictor.recorder`` (:class:`~.interventions.RuntimeRecorder`) has
+the torch recorder's ``intervene`` / ``undo`` / ``clear_interventions`` / ``interventions``, and its
+per-block ``mul`` / ``add`` arrays are fed with every run (the export's intervention inputs, see
+:mod:`sevgg_gui.deploy.onnx_gates`); the reported gates are the intervened ones, as in torch. An export
+made before those inputs existed still runs; only ``intervene`` refuses, with one line. No feature maps
+and no squeezes (they are not graph outputs).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from ..images import Preprocess, to_rgb_array
+from .interventions import RuntimeRecorder, exported_blocks, intervention_inputs
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -84,13 +90,17 @@ class OnnxPredictor:
         except Exception as exc:  # runtimes raise their own exception types for bad files
             first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
             raise OnnxModelError(f"{p.name}: not a usable ONNX model ({first})") from None
-        inputs = self.session.get_inputs()
-        if len(inputs) != 1 or len(inputs[0].shape) != 4:
-            raise OnnxModelError(f"{p.name}: expected one image input (B, 3, H, W)")
-        self.input_name = inputs[0].name
         meta = self.session.get_modelmeta()
         props = dict(meta.custom_metadata_map)
-        static = inputs[0].shape[2]
+        # The image is the one 4-D input; onnxruntime lists the intervention inputs (which have
+        # defaults) apart, OpenVINO among the inputs (they must be fed there).
+        images = [i for i in self.session.get_inputs() if len(i.shape) == 4]
+        others = {i.name for i in self.session.get_inputs()} - {i.name for i in images}
+        knobs = intervention_inputs(props, [*others, *self._overridable()])
+        if len(images) != 1 or not others <= {n for k in knobs for n in (k.mul, k.add)}:
+            raise OnnxModelError(f"{p.name}: expected one image input (B, 3, H, W)")
+        self.input_name = images[0].name
+        static = images[0].shape[2]
         size = int(_prop(props, "input_size", 0) or (static if isinstance(static, int) else 0) or 224)
         resize = int(_prop(props, "resize_size", 0) or round(size * 256 / 224))
         mean = tuple(float(v) for v in _prop(props, "mean", IMAGENET_MEAN))
@@ -105,8 +115,14 @@ class OnnxPredictor:
         self.provenance = f"{p.name} ({self.runtime}{quant}, {size}px)"
         self.device = f"cpu ({self.runtime})"
         self.half = False
-        self.model = None  # no torch module: nothing to hook or intervene on
-        self.recorder = None
+        self.model = None  # no torch module: interventions go through the graph's inputs
+        self.recorder = RuntimeRecorder(
+            self.gate_blocks,
+            [o.block for o in self.layout if o.kind == "map"],
+            knobs,
+            block_infos=exported_blocks(props),
+            source=p.name,
+        )
 
     def _open_session(self, path: Path, threads: int) -> Any:
         """The runtime's session; a subclass returns any object with onnxruntime's ``run``,
@@ -120,6 +136,11 @@ class OnnxPredictor:
         # runs next on the same frame (compare mode) or from the UI; measured in bench_runtimes.
         so.add_session_config_entry("session.intra_op.allow_spinning", "0")
         return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+
+    def _overridable(self) -> list[str]:
+        """Inputs with a default (onnxruntime's overridable initializers)."""
+        get = getattr(self.session, "get_overridable_initializers", None)
+        return [i.name for i in get()] if get is not None else []
 
     @property
     def block_names(self) -> list[str]:
@@ -160,7 +181,7 @@ class OnnxPredictor:
         rgbs = [to_rgb_array(im, bgr=bgr) for im in images]
         x = np.stack([self.preprocess(r).numpy() for r in rgbs]).astype(np.float32, copy=False)
         t1 = time.perf_counter()
-        outs = self.session.run(None, {self.input_name: x})
+        outs = self.session.run(None, {self.input_name: x, **self.recorder.feeds()})
         t2 = time.perf_counter()
         logits = outs[0].astype(np.float64)
         z = logits - logits.max(axis=1, keepdims=True)

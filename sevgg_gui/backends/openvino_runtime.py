@@ -13,6 +13,11 @@ Two choices, both measured (benchmarks/bench_runtimes.py):
   torch. ``precision=None`` leaves OpenVINO's default.
 * Height and width are fixed at the model's crop size when compiling (the batch stays dynamic):
   everything the predictor feeds has that size, and OpenVINO's CPU plugin plans static shapes ahead.
+
+Interventions: OpenVINO reads an ONNX input that also has an initializer (the export's ``<gate>_mul``
+/ ``<gate>_add``, whose defaults let onnxruntime run on the image alone) as a constant. The session
+turns each of those constants back into an input before compiling, so the predictor's
+``recorder.intervene`` works here as in onnxruntime; the predictor feeds them on every run.
 """
 
 from __future__ import annotations
@@ -61,8 +66,9 @@ class OpenVinoSession:
         if model.has_rt_info("framework"):
             fw = model.get_rt_info()["framework"]
             props = {str(k): fw[k].astype(str) for k in fw.keys()}  # noqa: SIM118 - RTMap
-        inputs = list(model.inputs)
-        if len(inputs) == 1 and inputs[0].get_partial_shape().rank.get_length() == 4:
+        _reopen_inputs(model, props)
+        inputs = [i for i in model.inputs if i.get_partial_shape().rank.get_length() == 4]
+        if len(inputs) == 1:
             size = _size_from(props)
             if size:  # dynamic batch, static H and W (see the module docstring)
                 model.reshape({inputs[0].get_any_name(): ov.PartialShape([-1, 3, size, size])})
@@ -91,6 +97,38 @@ class OpenVinoSession:
         """All outputs in graph order (``output_names`` is accepted for onnxruntime's signature)."""
         res = self._request.infer(feed)
         return [np.array(res[o], copy=True) for o in self._outputs]  # the request reuses its buffers
+
+
+def _reopen_inputs(model: Any, props: dict[str, str]) -> None:
+    """Make the constants that hold the intervention inputs' defaults parameters again (see the
+    module docstring); a name not found (an export without them) is left alone."""
+    import openvino as ov
+
+    try:
+        entries = json.loads(props.get("intervention_inputs", "[]"))
+    except (TypeError, ValueError):
+        return
+    wanted = {str(e[k]) for e in entries if isinstance(e, dict) for k in ("mul", "add") if k in e}
+    if not wanted:
+        return
+    params = []
+    for op in model.get_ordered_ops():
+        if op.get_type_name() != "Constant":
+            continue
+        names = op.output(0).get_names() | {op.get_friendly_name()}
+        hit = sorted(names & wanted)
+        if not hit:
+            continue
+        param = ov.opset13.parameter(
+            op.get_output_partial_shape(0), op.get_output_element_type(0), name=hit[0]
+        )
+        param.output(0).set_names({hit[0]})
+        op.output(0).replace(param.output(0))
+        params.append(param)
+        wanted.discard(hit[0])
+    if params:
+        model.add_parameters(params)
+        model.validate_nodes_and_infer_types()
 
 
 def _size_from(props: dict[str, str]) -> int:

@@ -25,14 +25,17 @@ def expand_inputs(items: Sequence[str]) -> Iterator[str]:
 
 
 def refuse_foreign_model(spec: str | None, command: str) -> bool:
-    """eval, analyze, prune and distill read a `sevgg train` checkpoint's metadata (data split, input
-    size, architecture); a timm/torchvision/attention spec or a model folder gets one line, not a
-    misleading "no such file". True when refused."""
+    """prune removes VGG16-SE channels structurally (a conv's filters, its SE block's channels and the
+    next conv's inputs together, widths recorded in the checkpoint's metadata): a timm / torchvision /
+    attention spec or a model folder gets one line saying so, not a misleading "no such file". True
+    when refused."""
     from ..model_specs import is_model_folder
 
     if spec and (spec.startswith(("timm:", "pretrained:", "vgg16:")) or is_model_folder(spec)):
         err(
-            f"{command}: {spec}: takes a checkpoint file of `sevgg train` (or VGG16-SE); use predict, excite, info or export for other models"
+            f"{command}: {spec}: prunes VGG16-SE structurally (each conv's filters with its SE block and the "
+            "next conv's inputs) and only rebuilds VGG16-SE widths; give a `sevgg train` checkpoint "
+            "(other architectures: export and `sevgg quantize`, or `sevgg distill --teacher` it)"
         )
         return True
     return False

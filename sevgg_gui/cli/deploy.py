@@ -79,11 +79,10 @@ def cmd_prune(args: argparse.Namespace) -> int:
 
 def cmd_distill(args: argparse.Namespace) -> int:
     from ..deploy.distill import DistillConfig, default_out, distill
+    from ..training.class_match import ClassMismatch
 
     if not args.resume and not (args.teacher and args.data):
         err("--teacher and --data are required (or --resume CKPT)")
-        return 2
-    if refuse_foreign_model(args.teacher, "distill"):
         return 2
     cfg = DistillConfig(
         teacher=args.teacher,
@@ -109,7 +108,11 @@ def cmd_distill(args: argparse.Namespace) -> int:
         seed=args.seed,
         resume=args.resume,
     )
-    result = distill(cfg, explicit=_distill_explicit(args))
+    try:
+        result = distill(cfg, explicit=_distill_explicit(args))
+    except ClassMismatch as exc:
+        err(str(exc))
+        return 2
     if result.interrupted:
         return 130
     last = result.history[-1] if result.history else {}
@@ -285,7 +288,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_prune)
 
     p = sub.add_parser("distill", help="knowledge distillation into a slimmer student (KL x T^2 + CE)")
-    p.add_argument("--teacher", metavar="CKPT", help="required unless --resume")
+    p.add_argument(
+        "--teacher",
+        metavar="SPEC",
+        help="required unless --resume; a `sevgg train` checkpoint or any model spec (timm:NAME, "
+        "pretrained:NAME, a model folder...): only its logits are used; a model not trained here gets "
+        "the student's batches resized to its input size and renormalised with its mean/std, its "
+        "classes paired with the data's as `sevgg eval` pairs them",
+    )
     p.add_argument("--data", help="KIND:PATH or an ImageFolder DIR (required unless --resume)")
     p.add_argument("--out", "-o", metavar="STUDENT.pth", help="default: TEACHER.student.pth (--resume: CKPT)")
     p.add_argument(

@@ -6,7 +6,16 @@ import argparse
 import sys
 from pathlib import Path
 
-from .common import err, refuse_foreign_model
+from .common import add_model_code_argument, err
+
+DATA_MODEL_RULES = (
+    "A `sevgg train` checkpoint is fed as it was trained (its input size, its train/val split, its "
+    "classes); any other model through its own preprocessing (crop, resize, interpolation, mean/std). "
+    "Classes: the model's and the data's must be the same; else every data class must be one of the "
+    "model's, by name or, for a 1000-class ImageNet model, by ImageNet name or WordNet id (n02123045) "
+    "folder names (metrics among those classes, plus top-1 over all outputs); else, with as many classes "
+    "as the model's outputs, output i is read as class i and the report says so; else one line, exit 2."
+)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -22,21 +31,30 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    from ..training.class_match import ClassMismatch
     from ..training.evaluate import evaluate_checkpoint, save_confusion_png, write_json
 
-    if refuse_foreign_model(args.checkpoint, "eval"):
+    if not args.checkpoint and not args.model_code:
+        err("eval: --checkpoint is required (or --model-code FILE.py:FUNCTION)")
         return 2
-    report = evaluate_checkpoint(
-        args.checkpoint,
-        args.data,
-        split=args.split,
-        batch_size=args.batch_size,
-        limit=args.limit,
-        device=args.device,
-        workers=args.workers,
-        cache_dir=args.cache_dir,
-        input_size=args.input_size,
-    )
+    try:
+        report = evaluate_checkpoint(
+            args.checkpoint,
+            args.data,
+            split=args.split,
+            batch_size=args.batch_size,
+            limit=args.limit,
+            device=args.device,
+            workers=args.workers,
+            cache_dir=args.cache_dir,
+            input_size=args.input_size,
+            model_code=args.model_code,
+        )
+    except ClassMismatch as exc:
+        err(str(exc))
+        return 2
+    if report.warning:
+        err(f"warning: {report.warning}")
     text = write_json(report, args.json_out)
     print(text if args.json else report.format())
     if args.confusion:
@@ -47,19 +65,31 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def cmd_analyze(args: argparse.Namespace) -> int:
     from ..analysis_classwise import analyze_checkpoint, plot_class_profiles, spread_summary
+    from ..training.class_match import ClassMismatch
 
-    if refuse_foreign_model(args.checkpoint, "analyze"):
+    if not args.checkpoint and not args.model_code:
+        err("analyze: --checkpoint is required (or --model-code FILE.py:FUNCTION)")
         return 2
-    prof = analyze_checkpoint(
-        args.checkpoint,
-        args.data,
-        split=args.split,
-        limit=args.limit,
-        batch_size=args.batch_size,
-        device=args.device,
-        cache_dir=args.cache_dir,
-        input_size=args.input_size,
-    )
+    try:
+        prof = analyze_checkpoint(
+            args.checkpoint,
+            args.data,
+            split=args.split,
+            limit=args.limit,
+            batch_size=args.batch_size,
+            device=args.device,
+            cache_dir=args.cache_dir,
+            input_size=args.input_size,
+            model_code=args.model_code,
+        )
+    except ClassMismatch as exc:
+        err(str(exc))
+        return 2
+    if prof.meta.get("warning"):
+        err(f"warning: {prof.meta['warning']}")
+    for key, label in (("data_note", "data"), ("class_map", "classes")):
+        if prof.meta.get(key):
+            print(f"{label}: {prof.meta[key]}")
     path = prof.save(args.out)
     n = int(next(iter(prof.count.values())).sum())
     print(
@@ -119,7 +149,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from ..training.cli_args import add_eval_arguments, add_train_arguments
+    from ..training.cli_args import MODEL_HELP, add_eval_arguments, add_train_arguments
 
     p = sub.add_parser(
         "train",
@@ -131,15 +161,24 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_train_arguments(p)
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("eval", help="top-1/top-5, per-class accuracy and confusion matrix of a checkpoint")
+    p = sub.add_parser(
+        "eval",
+        help="top-1/top-5, per-class accuracy and confusion matrix of any model on a labelled data set",
+        description="Evaluate any model spec on labelled data. " + DATA_MODEL_RULES,
+    )
     add_eval_arguments(p)
+    add_model_code_argument(p)
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser(
-        "analyze", help="class-wise SE excitation statistics (mean/std per class per block) to NPZ + PNG"
+        "analyze",
+        help="class-wise SE excitation statistics (mean/std per class per block) to NPZ + PNG",
+        description="Per-class mean and std of every attention gate of any model whose attention blocks "
+        "are found (registered types, or found by their behaviour). " + DATA_MODEL_RULES,
     )
     p.add_argument("--data", required=True, help="KIND:PATH or an ImageFolder DIR")
-    p.add_argument("--checkpoint", "-c", required=True)
+    p.add_argument("--checkpoint", "-c", help=MODEL_HELP)
+    add_model_code_argument(p)
     p.add_argument("--out", "-o", required=True, metavar="STATS.npz")
     p.add_argument("--png", metavar="PLOT.png", help="one panel per block, one line per class")
     p.add_argument("--classes", help="comma-separated class names or indices to plot (default: first 10)")
@@ -154,7 +193,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--split", choices=["test", "val", "train"], default="test")
     p.add_argument("--limit", type=int, metavar="N", help="use N images (class-balanced)")
     p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--input-size", type=int, help="override the checkpoint's input size")
+    p.add_argument("--input-size", type=int, help="override the model's input size")
     p.add_argument("--device", default="auto")
     p.add_argument("--cache-dir")
     p.set_defaults(func=cmd_analyze)

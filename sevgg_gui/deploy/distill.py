@@ -1,5 +1,9 @@
 """``sevgg distill``: knowledge distillation from a trained VGG16-SE into a slimmer student (article 9.3).
 
+The teacher may be any model spec (``timm:``, ``pretrained:``, a folder...): only its logits are used.
+One not trained by ``sevgg train`` sees the student's batches through
+:class:`~sevgg_gui.training.model_data.TeacherInput` (its size, its mean/std, the data's classes).
+
 Loss (Hinton et al. 2015): ``alpha * T^2 * KL(softmax(t/T) || softmax(s/T)) + (1 - alpha) * CE(s, y)``.
 The T^2 keeps the soft term's gradients on the scale of the hard term's as T grows, so ``alpha`` means
 the same thing at any temperature.
@@ -396,9 +400,11 @@ def distill(
     """
     from ..analysis import count_params
     from ..checkpoints import save_checkpoint
+    from ..training.class_match import ClassMismatch, match_classes
     from ..training.data import MEAN, STD, DataError, load_datasets, resize_for
     from ..training.distributed import _pick_device
     from ..training.evaluate import accumulate
+    from ..training.model_data import TeacherInput, needs_adapter, open_model
     from ..training.models import ARCHS, build_model, load_trained, model_metadata
     from ..training.train import seed_everything
 
@@ -406,7 +412,10 @@ def distill(
     if cfg.resume:
         payload = load_distill_checkpoint(cfg.resume)
         cfg = resumed_config(cfg, payload["distill_config"], explicit)
-    teacher, tmeta = load_trained(cfg.teacher)
+    opened = open_model(cfg.teacher)  # any model spec; only its logits are used
+    teacher, tmeta = opened.model, (opened.meta if opened.trained else {})
+    if opened.warning:
+        log(f"warning: teacher: {opened.warning}")
     size = cfg.input_size or tmeta.get("input_size")
     split_seed = int(tmeta.get("split_seed", 0) or 0)
     val_fraction = float(tmeta.get("val_fraction", 0.1) or 0.1)
@@ -423,7 +432,27 @@ def distill(
     names = data.class_names
     saved = tmeta.get("class_names")
     if saved and list(saved) != names:
-        raise DataError(f"{data.spec}: classes {names[:3]}... differ from the teacher's {list(saved)[:3]}...")
+        raise ClassMismatch(
+            f"{data.spec}: classes {names[:3]}... differ from the teacher's {list(saved)[:3]}..."
+        )
+    if not opened.trained:  # its own pixels and classes: fed through TeacherInput when they differ
+        pre = opened.preprocess
+        assert pre is not None  # every model load_model opens has its preprocessing
+        classes = match_classes(
+            opened.class_names,
+            opened.outputs(pre.crop_size),
+            names,
+            model_label=f"teacher {opened.label}",
+            data_label=data.spec.kind,
+        )
+        if classes.note:
+            log(f"teacher classes: {classes.note}")
+        if needs_adapter(pre, data.input_size, MEAN, STD, classes):
+            teacher = TeacherInput(teacher, MEAN, STD, pre, classes.columns)
+            log(
+                f"teacher input: the student's {data.input_size}px batches resized to {pre.crop_size}px "
+                f"({teacher.mode}) and normalised with its mean {tuple(round(m, 3) for m in pre.mean)}"
+            )
     seed_everything(cfg.seed)
     if payload is not None:
         student, smeta = load_trained(cfg.resume)  # type: ignore[arg-type]
@@ -537,5 +566,11 @@ def distill(
 
 
 def default_out(teacher: str | os.PathLike[str]) -> str:
+    """``TEACHER.student.pth`` beside a teacher file; for a spec (``timm:NAME``) in the current folder,
+    named by the spec without the colons."""
     p = Path(teacher)
+    if not p.exists():
+        import re
+
+        return re.sub(r"[^\w.-]+", "_", str(teacher)).strip("_") + ".student.pth"
     return str(p.with_name(f"{p.stem}.student{p.suffix or '.pth'}"))

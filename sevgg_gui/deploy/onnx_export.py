@@ -13,19 +13,26 @@ Two things need care:
   the exporter would otherwise bake in a ``MaxPool`` with the traced size as its kernel whenever it can
   see that size, silently wrong at any other size. Pools to 1x1 average already map to GlobalAveragePool.
 * ``--with-excitations`` adds what :class:`~sevgg_gui.recorder.ExcitationRecorder` records, one output
-  per channel gate (B, C) and per spatial map (B, 1, H, W) of every block the recorder's registry knows
-  (SE, sSE, scSE, BAM, CBAM, ECA, torchvision's SqueezeExcitation, timm's SE / ESE / ECA / CBAM / GE /
-  GC taps; see :mod:`sevgg_gui.taps`). Blocks found only by behaviour are not exported (no submodule
-  computes their gate). They are captured by forward hooks
-  on the very submodules the recorder hooks, during the one forward that computes the logits: no second
-  forward, and the exported values are by construction what the recorder reports.
+  per channel gate (B, C) and per spatial map (B, 1, H, W) of every block the recorder finds: by
+  registered type (SE, sSE, scSE, BAM, CBAM, ECA, torchvision's SqueezeExcitation, timm's SE / ESE /
+  ECA / CBAM / GE / GC taps; see :mod:`sevgg_gui.taps`) and, probed with the same two example images
+  the torch Predictor uses, by behaviour (an inline SE in a user's model code). They are taken by
+  hooks during the one forward that computes the logits (:mod:`.onnx_gates`): no second forward, and
+  the exported values are by construction what the recorder reports.
+* Interventions (on by default with ``--with-excitations``): per gate block two inputs
+  ``<output>_mul`` and ``<output>_add`` (C,), ``gate' = gate * mul + add`` is what the block applies
+  and what the gate output reports, so mute / boost / set work in onnxruntime and OpenVINO as in
+  torch. They are initializers too (ones, zeros): a caller that feeds only the image (``sevgg
+  quantize`` calibration, older code) runs the model unchanged.
 
 Output names (stable; block i counts recorded blocks from 1 in forward-definition order):
 ``gate<i>`` = channel gate of block i, ``map<i>`` = spatial map of block i (scSE, BAM and CBAM have both,
 sSE only a map). A network whose blocks are all the article's ``SEBlock`` keeps the historical names
 ``se<i>`` (VGG16-SE: ``se1``..``se5``). The ONNX metadata says which block each output is:
-``excitation_outputs`` = JSON list of ``{"output", "block", "type", "kind", "shape"}``, and
-``excitation_blocks`` = the recorder's block names in order.
+``excitation_outputs`` = JSON list of ``{"output", "block", "type", "kind", "shape", "found_by"}``,
+``excitation_blocks`` = the recorder's block names in order, ``intervention_inputs`` = JSON list of
+``{"block", "output", "mul", "add", "channels"}``, ``attention_blocks`` = every attention block as
+``sevgg info`` describes it (recorded or only listed).
 """
 
 from __future__ import annotations
@@ -34,17 +41,28 @@ import json
 import os
 import secrets
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import nn
 
 from ..models.se import SEBlock
+from .onnx_gates import ExcitationOutput, WithExcitations, excitation_outputs
+
+__all__ = [
+    "DEFAULT_OPSET",
+    "ExcitationOutput",
+    "ExportReport",
+    "WithExcitations",
+    "excitation_outputs",
+    "export_checkpoint",
+    "export_onnx",
+    "export_spec",
+]
 
 DEFAULT_OPSET = 17
 
@@ -122,113 +140,6 @@ def se_blocks(model: nn.Module) -> list[tuple[str, SEBlock]]:
     return [(n, m) for n, m in model.named_modules() if isinstance(m, SEBlock)]
 
 
-@dataclass(frozen=True)
-class ExcitationOutput:
-    """One extra ONNX output: a recorded block's channel gate (B, C) or spatial map (B, 1, H, W)."""
-
-    name: str  # the ONNX output name, e.g. "gate3", "map3", "se1"
-    block: str  # the block's module name in the network, e.g. "layer2.1.se"
-    kind: Literal["gate", "map"]
-    block_type: str  # e.g. "CBAM", "SqueezeExcitation"
-    channels: int | None = None  # C of a gate
-    # The gate is activation(tap output) when the block applies its sigmoid inline (timm's light CBAM).
-    activation: Callable[[torch.Tensor], torch.Tensor] | None = field(default=None, compare=False, repr=False)
-
-    def describe(self) -> dict[str, Any]:
-        """The entry of the ``excitation_outputs`` metadata list; ``shape`` uses the ONNX dim names."""
-        axes = self.dynamic_axes()
-        shape: list[str | int] = (
-            [axes[0], self.channels or "C"] if self.kind == "gate" else [axes[0], 1, axes[2], axes[3]]
-        )
-        return {
-            "output": self.name,
-            "block": self.block,
-            "type": self.block_type,
-            "kind": self.kind,
-            "shape": shape,
-        }
-
-    def dynamic_axes(self) -> dict[int, str]:
-        if self.kind == "gate":
-            return {0: "batch"}
-        return {0: "batch", 2: f"{self.name}_height", 3: f"{self.name}_width"}
-
-
-def excitation_outputs(model: nn.Module) -> list[tuple[ExcitationOutput, nn.Module]]:
-    """Every gate and map the recorder would record, with the submodule whose output it is.
-
-    Asks :class:`~sevgg_gui.recorder.ExcitationRecorder` (not attached, so no hooks) which blocks and
-    taps exist, so any type registered with the recorder is exported without changes here.
-    """
-    from ..recorder import ExcitationRecorder
-
-    try:
-        rec = ExcitationRecorder(model)
-    except ValueError:
-        raise ValueError(
-            f"{type(model).__name__} has no SE blocks (nor any other attention block the recorder "
-            "knows): nothing to export with --with-excitations"
-        ) from None
-    legacy = all(type(b) is SEBlock for b in rec.blocks.values())  # VGG16-SE's se1..se5, kept stable
-    found: list[tuple[ExcitationOutput, nn.Module]] = []
-    for i, (name, block) in enumerate(rec.blocks.items(), 1):
-        kind_name = type(block).__name__
-        if name in rec.taps:
-            tap = rec.taps[name]
-            if tap.ratio:  # found by behaviour: no submodule computes its gate (not exported)
-                continue
-            out = ExcitationOutput(
-                f"se{i}" if legacy else f"gate{i}", name, "gate", kind_name, tap.channels, tap.activation
-            )
-            found.append((out, tap.gate))
-        if name in rec.spatial_taps:
-            found.append((ExcitationOutput(f"map{i}", name, "map", kind_name), rec.spatial_taps[name]))
-    if not found:
-        raise ValueError(
-            f"{type(model).__name__}: its attention blocks have no gate submodule to export "
-            "(found by behaviour only): nothing to export with --with-excitations"
-        )
-    seen: dict[int, str] = {}
-    for out, module in found:  # one module object in two places: its hook could not tell them apart
-        if seen.setdefault(id(module), out.name) != out.name:
-            raise ValueError(f"{out.name} and {seen[id(module)]} are computed by one shared module")
-    return found
-
-
-class WithExcitations(nn.Module):
-    """``model(x)`` -> ``(logits, *excitations)`` in :func:`excitation_outputs` order, taken by hooks on
-    the recorder's tap modules during the same forward (gates flattened to (B, C), maps as they are)."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-        found = excitation_outputs(model)
-        self.outputs: list[ExcitationOutput] = [o for o, _ in found]
-        self.block_names: list[str] = list(dict.fromkeys(o.block for o in self.outputs))
-        self._captured: dict[str, torch.Tensor] = {}
-        self._handles = [tap.register_forward_hook(partial(self._hook, o)) for o, tap in found]
-
-    def _hook(self, out: ExcitationOutput, module: nn.Module, inputs: Any, output: torch.Tensor) -> None:
-        # Returns None: the forward goes on with exactly the tensor the model computed.
-        if out.activation is not None:
-            output = out.activation(output)
-        self._captured[out.name] = output.reshape(output.shape[0], -1) if out.kind == "gate" else output
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        self._captured = {}
-        logits = self.model(x)
-        captured, self._captured = self._captured, {}
-        missing = [o.name for o in self.outputs if o.name not in captured]
-        if missing:
-            raise RuntimeError(f"no value for {missing}: those blocks did not run in the forward")
-        return (logits, *(captured[o.name] for o in self.outputs))
-
-    def remove_hooks(self) -> None:
-        for h in self._handles:
-            h.remove()
-        self._handles = []
-
-
 @dataclass
 class ExportReport:
     """What was written and how closely onnxruntime reproduced PyTorch.
@@ -245,6 +156,7 @@ class ExportReport:
     max_abs_ref: dict[str, float] = field(default_factory=dict)
     excitations: list[ExcitationOutput] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    intervention_inputs: list[str] = field(default_factory=list)  # <gate>_mul, <gate>_add, ...
 
     @property
     def worst(self) -> float:
@@ -272,6 +184,7 @@ def export_onnx(
     input_size: int = 224,
     opset: int = DEFAULT_OPSET,
     with_excitations: bool = False,
+    interventions: bool = True,
     metadata: dict[str, Any] | None = None,
     check: bool = True,
     check_sizes: Sequence[int] | None = None,
@@ -279,9 +192,13 @@ def export_onnx(
 ) -> ExportReport:
     """Export ``model`` (normalised RGB in, logits out) with dynamic batch/height/width; written atomically.
 
-    Traced at batch 2 and ``input_size`` square. ``check`` runs onnxruntime at ``check_sizes`` (default:
-    the export size and 1.5x it; each H x (H + 8), non-square on purpose) and ``check_batches`` (other
-    than the traced 2 on purpose), recording the largest absolute difference to PyTorch per output.
+    Traced at batch 2 and ``input_size`` square; with ``with_excitations`` every gate and map is an
+    output, and with ``interventions`` (the default) every gate block has its ``_mul`` / ``_add``
+    inputs (module docstring). Behaviour-probed blocks are found with
+    ``taps.example_input(input_size)``, the images the torch Predictor probes with at that crop size.
+    ``check`` runs onnxruntime (image fed alone) at ``check_sizes`` (default: the export size and 1.5x
+    it; each H x (H + 8), non-square on purpose) and ``check_batches`` (other than the traced 2 on
+    purpose), recording the largest absolute difference to PyTorch per output.
     """
     import onnx
 
@@ -289,16 +206,25 @@ def export_onnx(
         raise ValueError(f"opset {opset} is too old: use 17 or newer")
     path = Path(path)
     model = model.eval().cpu()
+    example = _probe_images(input_size) if with_excitations else None
     # eval() on the wrapper too: the exporter restores the wrapper's mode recursively afterwards.
-    net: nn.Module = (WithExcitations(model) if with_excitations else model).eval()
-    extra = net.outputs if isinstance(net, WithExcitations) else []
+    net: nn.Module = (WithExcitations(model, example) if with_excitations else model).eval()
+    dummy = torch.randn(2, 3, input_size, input_size, generator=torch.Generator().manual_seed(0))
+    extra: list[ExcitationOutput] = []
+    affine: list[torch.Tensor] = []
+    knobs: list[ExcitationOutput] = []
+    if isinstance(net, WithExcitations):
+        if interventions:
+            affine = net.identity_affine(dummy)
+            knobs = net.gates
+        extra = net.outputs
     names = ["logits"] + [o.name for o in extra]
+    knob_names = [n for o in knobs for n in (o.mul_input, o.add_input)]
     dynamic: dict[str, dict[int, str]] = {
         "input": {0: "batch", 2: "height", 3: "width"},
         "logits": {0: "batch"},
     }
     dynamic.update({o.name: o.dynamic_axes() for o in extra})
-    dummy = torch.randn(2, 3, input_size, input_size, generator=torch.Generator().manual_seed(0))
     path.parent.mkdir(parents=True, exist_ok=True)
     # Not mkstemp (0600): the model file should get the umask's permissions, like any export.
     tmp = str(path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp")
@@ -308,16 +234,17 @@ def export_onnx(
             warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer notes
             torch.onnx.export(
                 net,
-                (dummy,),
+                (dummy, *affine),
                 tmp,
                 dynamo=False,
                 opset_version=opset,
-                input_names=["input"],
+                input_names=["input", *knob_names],
                 output_names=names,
                 dynamic_axes=dynamic,
                 do_constant_folding=True,
             )
         proto = onnx.load(tmp)
+        _default_inputs(proto, knob_names, affine)
         props = {
             "producer": "sevgg_gui",
             "input_size": str(input_size),
@@ -325,7 +252,10 @@ def export_onnx(
             "std": json.dumps([0.229, 0.224, 0.225]),
             "excitation_blocks": json.dumps(net.block_names if extra else []),
             "excitation_outputs": json.dumps([o.describe() for o in extra]),
+            "intervention_inputs": json.dumps([o.describe_inputs() for o in knobs]),
         }
+        if isinstance(net, WithExcitations):
+            props["attention_blocks"] = json.dumps(net.attention)
         for k, v in (metadata or {}).items():
             props[k] = v if isinstance(v, str) else json.dumps(v)
         onnx.helper.set_model_props(proto, props)
@@ -336,13 +266,29 @@ def export_onnx(
         Path(tmp).unlink(missing_ok=True)
         if isinstance(net, WithExcitations):
             net.remove_hooks()
-    report = ExportReport(path, names, opset, excitations=list(extra))
+    report = ExportReport(path, names, opset, excitations=list(extra), intervention_inputs=knob_names)
     if check:
         sizes = list(check_sizes) if check_sizes else [input_size, input_size + input_size // 2]
         report.max_abs_diff, report.max_abs_ref = _compare(
-            model, path, sizes, with_excitations, check_batches
+            model, path, sizes, with_excitations, check_batches, example
         )
     return report
+
+
+def _probe_images(input_size: int) -> torch.Tensor:
+    """The two images the torch Predictor probes unknown module types with at this crop size."""
+    from ..taps import example_input
+
+    return example_input(input_size)
+
+
+def _default_inputs(proto: Any, names: Sequence[str], values: Sequence[torch.Tensor]) -> None:
+    """Give each intervention input an initializer of the same name (its default): onnxruntime then
+    runs the graph with only the image fed. The IR version allows it from 4 on (ours: 8 and newer)."""
+    from onnx import numpy_helper
+
+    for name, value in zip(names, values, strict=True):
+        proto.graph.initializer.append(numpy_helper.from_array(value.numpy().astype("float32"), name))
 
 
 def compare_with_onnxruntime(
@@ -352,10 +298,12 @@ def compare_with_onnxruntime(
     with_excitations: bool = False,
     *,
     batches: Sequence[int] = (2,),
+    example_input: torch.Tensor | None = None,
 ) -> dict[str, float]:
     """Max |onnxruntime - PyTorch| per output and input shape, keyed "<output>@<B>x<H>x<W>" (inputs
-    B x 3 x s x (s + 8) for s in ``sizes``, B in ``batches``: non-square on purpose)."""
-    return _compare(model, path, sizes, with_excitations, batches)[0]
+    B x 3 x s x (s + 8) for s in ``sizes``, B in ``batches``: non-square on purpose). ``example_input``:
+    the probe images the export used (blocks found by behaviour), see :func:`export_onnx`."""
+    return _compare(model, path, sizes, with_excitations, batches, example_input)[0]
 
 
 @torch.no_grad()
@@ -365,13 +313,18 @@ def _compare(
     sizes: Sequence[int],
     with_excitations: bool,
     batches: Sequence[int],
+    example: torch.Tensor | None = None,
 ) -> tuple[dict[str, float], dict[str, float]]:
-    """(max |ORT - torch|, max |torch|) per "<output>@<B>x<H>x<W>"; the second puts the first in scale."""
+    """(max |ORT - torch|, max |torch|) per "<output>@<B>x<H>x<W>"; the second puts the first in scale.
+    The image is fed alone: the intervention inputs keep their defaults. NaN (a gate found by
+    behaviour on an all-zero channel) matches NaN."""
     import onnxruntime as ort
 
-    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    so = ort.SessionOptions()
+    so.log_severity_level = 3  # not the note that the intervention inputs have defaults (initializers)
+    sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
     out_names = [o.name for o in sess.get_outputs()]
-    ref: nn.Module = (WithExcitations(model) if with_excitations else model).eval()
+    ref: nn.Module = (WithExcitations(model, example) if with_excitations else model).eval()
     diffs: dict[str, float] = {}
     scales: dict[str, float] = {}
     try:
@@ -387,8 +340,11 @@ def _compare(
                         raise RuntimeError(
                             f"{key}: onnxruntime gave shape {a.shape}, PyTorch {tuple(w.shape)}"
                         )
-                    diffs[key] = float((torch.from_numpy(a) - w).abs().max())
-                    scales[key] = float(w.abs().max())
+                    got_t = torch.from_numpy(a)
+                    both_nan = got_t.isnan() & w.isnan()
+                    diff = (got_t - w).abs().masked_fill(both_nan, 0.0).nan_to_num(nan=float("inf"))
+                    diffs[key] = float(diff.max()) if diff.numel() else 0.0
+                    scales[key] = float(w.nan_to_num(nan=0.0).abs().max()) if w.numel() else 0.0
     finally:
         if isinstance(ref, WithExcitations):
             ref.remove_hooks()

@@ -126,9 +126,15 @@ def explicit_train_options(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+MODEL_HELP = (
+    "any model spec: a `sevgg train` checkpoint, another .pth/.safetensors, a Hugging Face model folder, "
+    "pretrained:NAME, vgg16:ATTENTION, timm:NAME[.TAG][:random]; with --model-code, its weights"
+)
+
+
 def add_eval_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, help="KIND:PATH or an ImageFolder DIR")
-    p.add_argument("--checkpoint", "-c", required=True)
+    p.add_argument("--checkpoint", "-c", help=MODEL_HELP)
     p.add_argument(
         "--split",
         choices=["test", "val", "train"],
@@ -141,7 +147,7 @@ def add_eval_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--confusion", metavar="PNG", help="write the confusion matrix as an image")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--limit", type=int, metavar="N", help="evaluate N images (class-balanced)")
-    p.add_argument("--input-size", type=int, help="override the checkpoint's input size")
+    p.add_argument("--input-size", type=int, help="override the model's input size")
     p.add_argument("--device", default="auto")
     p.add_argument("--workers", type=int, default=0)
     p.add_argument("--cache-dir")

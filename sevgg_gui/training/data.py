@@ -93,10 +93,11 @@ class ToRGB:
 
 
 class EvalTransform:
-    """The app's preprocessing (resize shorter side to S*256/224, centre crop S, ImageNet norm)."""
+    """The app's preprocessing: by default VGG16-SE's (resize shorter side to S*256/224, centre crop S,
+    ImageNet norm); ``pre``: a model's own (timm's data config, torchvision weights' transforms)."""
 
-    def __init__(self, size: int) -> None:
-        self.pre = Preprocess(crop_size=size, resize_size=resize_for(size), mean=MEAN, std=STD)
+    def __init__(self, size: int, pre: Preprocess | None = None) -> None:
+        self.pre = pre or Preprocess(crop_size=size, resize_size=resize_for(size), mean=MEAN, std=STD)
 
     def __call__(self, img: Image.Image) -> torch.Tensor:
         rgb = np.asarray(img.convert("RGB") if img.mode != "RGB" else img, dtype=np.uint8)
@@ -417,19 +418,23 @@ def load_datasets(
     val_limit: int | None = None,
     cache_dir: str | Path | None = None,
     splits: Sequence[Split] = ("train", "val"),
+    preprocess: Preprocess | None = None,
 ) -> Datasets:
     """Build the requested splits of a data spec.
 
     Train and val come from the training data with a stratified seeded split (``val_fraction``),
     unless an ImageFolder tree has its own ``val`` folder. ``limit`` caps the training split and
-    ``val_limit`` the others (class-balanced subsets, for quick runs).
+    ``val_limit`` the others (class-balanced subsets, for quick runs). ``preprocess``: the evaluation
+    transform of a model that brings its own (size, resize, interpolation, mean/std); without it,
+    VGG16-SE's at ``input_size``.
     """
     spec = parse_data_spec(spec)
-    size = int(input_size or DEFAULT_INPUT_SIZE[spec.kind])
-    if size < 32:
+    size = int(preprocess.crop_size if preprocess else input_size or DEFAULT_INPUT_SIZE[spec.kind])
+    if size < 32 and preprocess is None:
         raise DataError(f"input size {size} is too small: VGG's five 2x2 max-pools need at least 32")
     cache = Path(cache_dir) if cache_dir else None
-    train_tf, eval_tf = build_transform(size, augment), build_transform(size, "none")
+    eval_tf = EvalTransform(size, preprocess) if preprocess else build_transform(size, "none")
+    train_tf = eval_tf if augment == "none" else build_transform(size, augment)
     want = set(splits)
     out: dict[str, TransformedSubset] = {}
 

@@ -32,6 +32,8 @@ class EvalSums:
     top5_hits: int = 0
     confusion: torch.Tensor = field(default_factory=lambda: torch.zeros(0, 0, dtype=torch.int64))
     seconds: float = 0.0
+    # Top-1 over all the model's outputs, when the data's classes are a subset of them (``columns``).
+    all_top1_hits: int | None = None
 
     @property
     def k(self) -> int:
@@ -71,8 +73,12 @@ def accumulate(
     device: torch.device,
     num_classes: int,
     amp_dtype: torch.dtype | None = None,
+    columns: torch.Tensor | None = None,
 ) -> EvalSums:
-    """Cross-entropy (no smoothing), top-1/top-k hits and the confusion matrix (rows: true class)."""
+    """Cross-entropy (no smoothing), top-1/top-k hits and the confusion matrix (rows: true class).
+
+    ``columns``: the model output of each data class (a model with more classes than the data): the
+    metrics are over those outputs only, and ``all_top1_hits`` counts top-1 over all of them."""
     was_training = model.training
     model.eval()
     k = min(5, num_classes)
@@ -80,6 +86,8 @@ def accumulate(
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     t1 = torch.zeros((), dtype=torch.int64, device=device)
     t5 = torch.zeros((), dtype=torch.int64, device=device)
+    t1_all = torch.zeros((), dtype=torch.int64, device=device)
+    cols = columns.to(device) if columns is not None else None
     n = 0
     t0 = time.perf_counter()
     for x, y in loader:
@@ -90,6 +98,11 @@ def accumulate(
         else:
             logits = model(x)
         logits = logits.float()
+        if cols is not None:
+            if logits.shape[1] <= int(cols.max()):
+                raise ValueError(f"model has {logits.shape[1]} outputs, fewer than its class map needs")
+            t1_all += (logits.argmax(1) == cols[y]).sum()
+            logits = logits[:, cols]
         if logits.shape[1] != num_classes:
             raise ValueError(f"model has {logits.shape[1]} outputs, the data {num_classes} classes")
         loss_sum += F.cross_entropy(logits, y, reduction="sum").double()
@@ -107,6 +120,7 @@ def accumulate(
         int(t5.item()),
         conf.view(num_classes, num_classes).cpu(),
         time.perf_counter() - t0,
+        int(t1_all.item()) if cols is not None else None,
     )
 
 
@@ -119,6 +133,10 @@ class EvalReport:
     split: str
     class_names: list[str]
     sums: EvalSums
+    class_map: str | None = None  # how the model's outputs were paired with the data's classes
+    model_classes: int | None = None
+    warning: str | None = None
+    data_note: str | None = None  # which images, when not the split asked for
 
     def to_dict(self) -> dict[str, Any]:
         s = self.sums
@@ -145,6 +163,12 @@ class EvalReport:
             "top5": round(s.top5, 6),
             "topk": s.k,
             "images_per_s": round(s.n / max(1e-9, s.seconds), 2),
+            "model_classes": self.model_classes or len(self.class_names),
+            "class_map": self.class_map,
+            "data_note": self.data_note,
+            "top1_all_outputs": round(s.all_top1_hits / max(1, s.n), 6)
+            if s.all_top1_hits is not None
+            else None,
             "class_names": self.class_names,
             "per_class": per_class,
             "confusion": conf,
@@ -155,6 +179,17 @@ class EvalReport:
         lines = [
             f"{d['checkpoint']} on {d['data']} ({d['split']}, {d['n']} images, {d['images_per_s']:.0f} img/s)",
             f"top-1 {d['top1']:.2%}   top-{d['topk']} {d['top5']:.2%}   loss {d['loss']:.4f}",
+        ]
+        if d["data_note"]:
+            lines.append(f"data: {d['data_note']}")
+        if d["class_map"]:
+            lines.append(f"classes: {d['class_map']}")
+        if d["top1_all_outputs"] is not None:
+            lines.append(
+                f"(top-1 among these {len(self.class_names)} classes; among all {d['model_classes']} "
+                f"outputs of the model: {d['top1_all_outputs']:.2%})"
+            )
+        lines += [
             "",
             f"{'class':<24} {'n':>6} {'accuracy':>9}",
         ]
@@ -165,7 +200,7 @@ class EvalReport:
 
 
 def evaluate_checkpoint(
-    checkpoint: str | Path,
+    checkpoint: str | Path | None,
     data: str,
     *,
     split: str = "test",
@@ -175,38 +210,32 @@ def evaluate_checkpoint(
     workers: int = 0,
     cache_dir: str | None = None,
     input_size: int | None = None,
+    model_code: str | None = None,
 ) -> EvalReport:
-    """Evaluate a checkpoint at the input size stored in it (the one it was trained at)."""
-    from .data import DataError, load_datasets
+    """Evaluate any model spec (:func:`~sevgg_gui.training.model_data.open_model`): a `sevgg train`
+    checkpoint at the input size and split stored in it, other models through their own preprocessing,
+    their outputs paired with the data's classes (ClassMismatch, one line, when they cannot be)."""
     from .distributed import _pick_device
-    from .models import load_trained
+    from .model_data import open_model, split_for_model
 
-    model, meta = load_trained(checkpoint)
-    size = input_size or meta.get("input_size")
-    ds = load_datasets(
-        data,
-        input_size=int(size) if size else None,
-        augment="none",
-        val_fraction=float(meta.get("val_fraction", 0.1) or 0.1),
-        seed=int(meta.get("split_seed", 0) or 0),
-        val_limit=limit,
-        cache_dir=cache_dir,
-        splits=(split,),  # type: ignore[arg-type]
-    )
-    names = list(ds.class_names)
-    saved = meta.get("class_names")
-    num_classes = int(meta.get("num_classes") or len(names))
-    if num_classes != len(names):
-        raise DataError(f"{ds.spec}: {len(names)} classes, but the checkpoint has {num_classes} outputs")
-    if saved and list(saved) != names:
-        raise DataError(
-            f"{ds.spec}: class names {names[:3]}... differ from the checkpoint's {list(saved)[:3]}..."
-        )
+    opened = open_model(str(checkpoint) if checkpoint is not None else None, model_code)
+    ms = split_for_model(opened, data, split=split, limit=limit, cache_dir=cache_dir, input_size=input_size)
     dev = _pick_device(device, 0)
-    model.to(dev)
-    loader = DataLoader(ds.split(split), batch_size=batch_size, num_workers=workers)  # type: ignore[arg-type]
-    sums = accumulate(model, loader, dev, num_classes)
-    return EvalReport(str(checkpoint), str(ds.spec), split, names, sums)
+    opened.model.to(dev)
+    loader = DataLoader(ms.dataset, batch_size=batch_size, num_workers=workers)
+    cols = torch.tensor(ms.classes.columns) if ms.classes.columns is not None else None
+    sums = accumulate(opened.model, loader, dev, len(ms.class_names), columns=cols)
+    return EvalReport(
+        opened.label,
+        ms.spec,
+        split,
+        ms.class_names,
+        sums,
+        class_map=ms.classes.note,
+        model_classes=ms.classes.model_classes,
+        warning=opened.warning,
+        data_note=ms.note,
+    )
 
 
 # ------------------------------------------------------------------------------ confusion image

@@ -71,6 +71,9 @@ class ChartsPanel(QWidget):
         self._model_key: str | None = None
         self._kept_gates: set[str | None] = set()  # models whose user switched back from the auto view
         self._spatial_only = False
+        self.intervention_note: str | None = None  # why mute / boost are off (a runtime backend)
+        self.squeeze_note: str | None = None  # why the squeeze view is off (a runtime backend)
+        self._squeeze_from: str | None = None  # the view the user chose before set_squeeze_note left it
 
         bar = QHBoxLayout()
         bar.setContentsMargins(4, 2, 4, 2)
@@ -140,7 +143,11 @@ class ChartsPanel(QWidget):
         squeeze view now; the worker's first result may still flag random gates as flat."""
         if self._auto_from is not None:  # the automatic view belonged to the previous model
             self._set_mode_quietly(self._auto_from)
+        if self._squeeze_from is not None:  # so did the switch away from a squeeze view it lacked
+            self._set_mode_quietly(self._squeeze_from)
+            self._squeeze_from = None
         self._auto_from, self.flat_reason, self._model_key = None, None, key
+        self._enable_squeeze(None)  # a new model has squeezes unless set_squeeze_note says otherwise
         for c in self.charts:
             c.setParent(None)
             c.deleteLater()
@@ -153,6 +160,7 @@ class ChartsPanel(QWidget):
             chart.setToolTip(
                 f"{name}: {channels} channels. Click a bar to select, right-click to mute/boost."
             )
+            chart.intervention_note = self.intervention_note
             chart.channelSelected.connect(self.channelSelected)
             chart.interventionRequested.connect(self.interventionRequested)
             chart.hovered.connect(self.hovered)
@@ -200,7 +208,7 @@ class ChartsPanel(QWidget):
     @property
     def preferred_mode(self) -> str:
         """The view the user chose (what settings keep), not an automatic switch for flat gates."""
-        return self._auto_from if self._auto_from is not None else self.options.mode
+        return self._auto_from or self._squeeze_from or self.options.mode
 
     @Slot(bool, float)
     def on_gates_judged(self, flat: bool, spread: float) -> None:
@@ -211,7 +219,12 @@ class ChartsPanel(QWidget):
     def gates_flat(self, reason: str) -> None:
         """This model's gates are flat: show the squeeze view instead, and the header says why."""
         self.flat_reason = reason
-        if not self.mode_pinned and self._model_key not in self._kept_gates and self.options.mode == "gates":
+        if (
+            self.squeeze_note is None
+            and not self.mode_pinned
+            and self._model_key not in self._kept_gates
+            and self.options.mode == "gates"
+        ):
             self._auto_from = self.options.mode
             self._set_mode_quietly("squeeze")
         self._update_notice()
@@ -232,14 +245,18 @@ class ChartsPanel(QWidget):
             self.notice.setVisible(True)
             return
         shown = self.flat_reason is not None and self.options.mode in ("gates", "squeeze")
-        if shown:
+        if shown and self.squeeze_note is not None:  # no squeeze view to offer
+            self.notice_label.setText(f"SE gates are untrained: {self.flat_reason}, so the bars are flat.")
+        elif shown:
             text, button = untrained_text(self.flat_reason, self.options.mode)
             self.notice_label.setText(text)
             self.notice_btn.setText(button)
-        self.notice_btn.setVisible(True)
+        self.notice_btn.setVisible(self.squeeze_note is None)
         self.notice.setVisible(shown)
 
     def _options_from_ui(self) -> None:
+        if self.mode_box.currentData() != self.options.mode:
+            self._squeeze_from = None  # the user chose a view: it is the preferred one now
         self.options.mode = self.mode_box.currentData()
         if self._auto_from is not None and self.options.mode != "squeeze":
             self._auto_from = None  # the user left the automatic view: it stays left for this model
@@ -262,6 +279,31 @@ class ChartsPanel(QWidget):
     def select_channel(self, block: str, channel: int | None) -> None:
         for c in self.charts:
             c.select(channel if c.block == block else None)
+
+    def set_intervention_note(self, note: str | None) -> None:
+        """``note``: why this model takes no interventions (a runtime backend); None: it does."""
+        self.intervention_note = note
+        for c in self.charts:
+            c.intervention_note = note
+        self.reset_btn.setToolTip(note or "Undo every mute / boost")
+
+    def set_squeeze_note(self, note: str | None) -> None:
+        """``note``: why this model has no squeezes (a runtime backend), None: it has. Without them the
+        squeeze view is greyed out (``note`` as its tooltip) and the gates show instead; the view the
+        user chose comes back with the next model that has squeezes."""
+        self._enable_squeeze(note)
+        if note is not None and self.options.mode == "squeeze":
+            self._squeeze_from = "squeeze"  # still the preferred view (settings), restored by set_blocks
+            self._set_mode_quietly("gates")
+            if self.last_result is not None:
+                self.update_result(self.last_result, update_means=False)
+        self._update_notice()
+
+    def _enable_squeeze(self, note: str | None) -> None:
+        self.squeeze_note = note
+        item = self.mode_box.model().item(MODES.index("squeeze"))
+        item.setEnabled(note is None)
+        item.setToolTip(note or "")
 
     def set_interventions(self, text: str) -> None:
         self.interventions_label.setText(text)

@@ -25,6 +25,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from .excitation_chart import disable_unless_allowed
 from .plot_style import chart_column, style_compact_plot
 from .predictions import PredictionsView
 
@@ -47,6 +48,7 @@ class CompareBlockChart(pg.PlotWidget):
     def __init__(self, index: int, pair: Any, parent: QWidget | None = None) -> None:
         super().__init__(parent=parent)
         self.index, self.pair = index, pair
+        self.intervention_note: str | None = None  # why mute / boost are disabled (a runtime backend)
         n = pair.channels
         self.a = np.zeros(n, np.float32)
         self.b = np.zeros(n, np.float32)
@@ -159,6 +161,7 @@ class CompareBlockChart(pg.PlotWidget):
             act.triggered.connect(
                 lambda _=False, a=action: self.interventionRequested.emit(self.pair.a, ch, a)
             )
+            disable_unless_allowed(menu, act, self.intervention_note)
             menu.addAction(act)
         return menu
 
@@ -173,6 +176,7 @@ class CompareView(QWidget):
         self.a_info: Any = None
         self.b_info: Any = None
         self.charts: list[CompareBlockChart] = []
+        self.intervention_note: str | None = None
         self._pairs_key: tuple | None = None
         self.mode = "mirrored"
         self._agree: bool | None = None
@@ -252,6 +256,12 @@ class CompareView(QWidget):
             self.interventions.setText(text)
             self.interventions.setVisible(bool(text))
 
+    def set_intervention_note(self, note: str | None) -> None:
+        """``note``: why A takes no interventions (a runtime backend); None: it does."""
+        self.intervention_note = note
+        for c in self.charts:
+            c.intervention_note = note
+
     def _rebuild(self, frames: list[Any]) -> None:
         for c in self.charts:
             c.setParent(None)
@@ -259,6 +269,7 @@ class CompareView(QWidget):
         self.charts = []
         for i, f in enumerate(frames, 1):
             chart = CompareBlockChart(i, f.pair)
+            chart.intervention_note = self.intervention_note
             chart.set_mode(self.mode)
             chart.interventionRequested.connect(self.interventionRequested)
             chart.hovered.connect(self.hovered)

@@ -52,6 +52,14 @@ def chart_series(values: np.ndarray, mean: np.ndarray | None, mode: str, sort: b
     return Series(shown[order], order, None if line is None else np.asarray(line)[order], y_range)
 
 
+def disable_unless_allowed(menu: QMenu, action: QAction, note: str | None) -> None:
+    """Grey out an intervention menu entry, with ``note`` (why) as its tooltip, when ``note`` is set."""
+    if note:
+        action.setEnabled(False)
+        action.setToolTip(note)
+        menu.setToolTipsVisible(True)
+
+
 class ExcitationChart(pg.PlotWidget):
     """Bars for one block; hover shows block/channel/value/rank, click selects, right-click intervenes."""
 
@@ -65,6 +73,7 @@ class ExcitationChart(pg.PlotWidget):
     def __init__(self, block: str, title: str, channels: int, parent=None) -> None:
         super().__init__(parent=parent)
         self.block, self.title, self.channels = block, title, channels
+        self.intervention_note: str | None = None  # why mute / boost are disabled (a runtime backend)
         self.order = np.arange(channels)
         self.values = np.zeros(channels, np.float32)
         self.selected: int | None = None
@@ -172,6 +181,7 @@ class ExcitationChart(pg.PlotWidget):
             act.triggered.connect(
                 lambda _=False, a=action: self.interventionRequested.emit(self.block, channel, a)
             )
+            disable_unless_allowed(menu, act, self.intervention_note)
             menu.addAction(act)
         sel = QAction(f"Select channel {channel}", menu)
         sel.triggered.connect(lambda: self.channelSelected.emit(self.block, channel))

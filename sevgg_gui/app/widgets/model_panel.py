@@ -43,6 +43,8 @@ def model_html(info: ModelInfo) -> str:
         f"<tr><td>weights</td><td>{html.escape(info.provenance)}</td></tr>{ckpt}"
         f"<tr><td>classes</td><td>{info.num_classes}</td></tr>"
         f"<tr><td>device</td><td>{html.escape(info.device)}{' (half precision)' if info.half else ''}</td></tr>"
+        f"<tr><td>backend</td><td>{html.escape(info.backend)}"
+        f"{' — ' + html.escape(info.backend_note) if info.backend_note else ''}</td></tr>"
         f"<tr><td>SE gates</td><td>{'untrained (all exactly 0.5)' if info.untrained_gates else 'input-dependent'}</td></tr>"
         "</table>"
         f"<h4>Attention blocks</h4><table cellspacing=2>{head}{rows}</table>"

@@ -39,9 +39,24 @@ class FeatureThumbnails(pg.GraphicsLayoutWidget):
         self.vb.addItem(self.image)
         self.channels: np.ndarray = np.zeros(0, int)
         self._cell: tuple[int, int] = (1, 1)
+        self.unavailable: str | None = None  # why this model has no feature maps (a runtime backend)
         self.setMinimumHeight(110)
 
+    def set_unavailable(self, note: str | None) -> None:
+        """``note``: one line shown instead of the maps (the model records none); None: maps again."""
+        self.unavailable = note
+        # Folded to its one line while there is nothing to show; the charts take the height.
+        self.setMinimumHeight(0 if note else 110)
+        self.setMaximumHeight(34 if note else 16_777_215)  # QWIDGETSIZE_MAX
+        self.vb.setVisible(not note)
+        if note:
+            self.image.clear()
+            self.label.setText(note)
+            self.setToolTip(note)
+
     def update_maps(self, title: str, gates: np.ndarray, maps: tuple[np.ndarray, np.ndarray] | None) -> None:
+        if self.unavailable:
+            return
         if maps is None:
             self.image.clear()
             self.label.setText(f"{title}: no feature maps recorded for this frame")
