@@ -115,7 +115,10 @@ def _walk_to_pool(start: str, producer: dict[str, Any], depth: int = 12) -> list
         if node is None:
             return []
         path.append(node)
-        if not seen_gate and node.op_type not in _GATE_OPS and node.op_type not in _RESHAPING:
+        # before the sigmoid: reshaping, or x * a + b with a, b not computed (constants, or the gate
+        # intervention inputs sevgg export adds: gate<i>_mul / gate<i>_add)
+        affine = node.op_type in ("Mul", "Add") and sum(i in producer for i in node.input) == 1
+        if not seen_gate and node.op_type not in _GATE_OPS and node.op_type not in _RESHAPING and not affine:
             return []
         if node.op_type == "Mul" and sum(i in producer for i in node.input) > 1:
             return []
