@@ -195,7 +195,7 @@ def _quantize_checked(args: argparse.Namespace) -> int:
         args.out,
         held_out_fraction=args.held_out,
         min_agreement=args.min_agreement / 100,
-        max_gate_diff=args.max_gate_diff,
+        max_gate_diff=args.max_gate_diff if args.max_gate_diff < 1 else None,
         config=cfg,
         seed=args.seed,
         latency_runs=args.latency_runs,
@@ -379,8 +379,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--max-gate-diff",
         type=float,
+        default=0.01,
         metavar="D",
-        help="a folder of images: also refuse when an SE gate moves more than D (e.g. 0.01)",
+        help="a folder of images: also refuse when an SE gate moves more than D (default 0.01, the issue's "
+        "bar; 1 switches it off)",
     )
     p.add_argument(
         "--keep-float",

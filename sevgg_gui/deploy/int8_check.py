@@ -318,6 +318,12 @@ class Int8Check:
             f"top-1 agreement {self.agreement:.1%} ({self.agree}/{self.held_out_images} held-out images, "
             f"{self.calib_images} for calibration), {gate}, speed-up {self.speedup:.2f}x"
         )
+        if 0.0 < self.min_agreement < 1.0 and self.held_out_images < round(1 / (1 - self.min_agreement)):
+            # one disagreement among n images moves agreement by 1/n: fewer than 1/(1 - threshold) images
+            # cannot show the threshold is met
+            nums += (
+                f" (only {self.held_out_images} held-out images: too few to resolve {self.min_agreement:.1%})"
+            )
         if self.refused:
             return f"INT8 refused: {nums}; {self.refused}; no INT8 file installed"
         return f"INT8 accepted: {nums}; installed {self.installed}"
