@@ -183,6 +183,11 @@ def quantize_to(
         raise QuantizeError(f"unknown keep_float {config.keep_float!r}: use {', '.join(KEEP_FLOAT)}")
     if len(calib) == 0:
         raise QuantizeError("no calibration images")
+    import onnxruntime as ort
+
+    # onnxruntime's quantization tools open their own sessions at the default (warning) level: each one
+    # warns that the gate intervention inputs (initializers that are also graph inputs) are not constants.
+    ort.set_default_logger_severity(3)
     with tempfile.TemporaryDirectory(prefix="sevgg-int8.") as tmp, _quiet():
         pre = Path(tmp) / "pre.onnx"
         from onnxruntime.quantization.shape_inference import quant_pre_process
