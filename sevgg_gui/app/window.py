@@ -107,6 +107,7 @@ class MainWindow(QMainWindow):
         w.modelDescribed.connect(self._on_model_described, queued)
         w.modelFailed.connect(self._on_model_failed, queued)
         w.gatesJudged.connect(self.charts.on_gates_judged, queued)
+        w.gatesJudged.connect(self.model_panel.on_gates_judged, queued)
         w.inferenceFailed.connect(self._on_inference_failed, queued)
         self.sourceError.connect(self._on_source_error, queued)
         self._sourceOpened.connect(self._on_source_opened, queued)

@@ -33,6 +33,8 @@ def test_random_vgg16_se_opens_on_squeeze_and_the_way_back_sticks(qtbot, window)
     wait_draws(qtbot, window, 1)
     result = window.last_result
     assert "barely differ" in charts.flat_reason  # the worker's verdict
+    # The model panel says the same, not "input-dependent" beside a header saying the bars are flat.
+    qtbot.waitUntil(lambda: "flat on the first frame" in window.model_panel.toPlainText(), timeout=10_000)
     assert charts.options.mode == "squeeze" and charts.mode_box.currentData() == "squeeze"
     assert "gates are untrained: showing channel means" in header(window)
     for chart in charts.charts:  # the bars are the squeeze values of that same frame
@@ -78,6 +80,7 @@ def test_transferred_gates_switch_at_load_and_a_lively_model_opens_on_gates(qtbo
     qtbot.waitUntil(lambda: window.last_result.meta["origin"].endswith("coffee.png"), timeout=30_000)
     assert charts.flat_reason is None
     assert charts.options.mode == "gates" and header(window) == ""
+    qtbot.waitUntil(lambda: "input-dependent (std" in window.model_panel.toPlainText(), timeout=10_000)
 
 
 def test_an_explicit_view_is_never_overridden(qtbot, window):

@@ -5,12 +5,26 @@ from __future__ import annotations
 
 import html
 
+from PySide6.QtCore import Slot
 from PySide6.QtWidgets import QTextBrowser
 
 from ..worker import ModelInfo
 
 
-def model_html(info: ModelInfo) -> str:
+def gates_verdict(info: ModelInfo, judged: tuple[bool, float] | None) -> str:
+    """What the SE-gates row says: from the weights when they are exactly neutral, else from the
+    worker's look at the first frame (flat gates say little, whatever the weights claim)."""
+    if info.untrained_gates:
+        return "untrained (all exactly 0.5)"
+    if judged is None:
+        return "input-dependent"
+    flat, spread = judged
+    if flat:
+        return f"flat on the first frame (std {spread:.3f} across channels): untrained or uninformative"
+    return f"input-dependent (std {spread:.3f} across channels on the first frame)"
+
+
+def model_html(info: ModelInfo, judged: tuple[bool, float] | None = None) -> str:
     if info.attention:
         rows = "".join(
             f"<tr><td>{i}</td><td>{html.escape(str(b['name']))}</td><td>{html.escape(str(b['kind']))}</td>"
@@ -45,7 +59,7 @@ def model_html(info: ModelInfo) -> str:
         f"<tr><td>device</td><td>{html.escape(info.device)}{' (half precision)' if info.half else ''}</td></tr>"
         f"<tr><td>backend</td><td>{html.escape(info.backend)}"
         f"{' — ' + html.escape(info.backend_note) if info.backend_note else ''}</td></tr>"
-        f"<tr><td>SE gates</td><td>{'untrained (all exactly 0.5)' if info.untrained_gates else 'input-dependent'}</td></tr>"
+        f"<tr><td>SE gates</td><td>{html.escape(gates_verdict(info, judged))}</td></tr>"
         "</table>"
         f"<h4>Attention blocks</h4><table cellspacing=2>{head}{rows}</table>"
         + (f"<ul>{explained}</ul>" if explained else "")
@@ -65,5 +79,19 @@ class ModelPanel(QTextBrowser):
         self.setOpenExternalLinks(False)
         self.setHtml("<i>Loading model…</i>")
 
+        self.info: ModelInfo | None = None
+        self.judged: tuple[bool, float] | None = None
+
     def set_info(self, info: ModelInfo) -> None:
-        self.setHtml(model_html(info))
+        if self.info is None or info.provenance != self.info.provenance:
+            self.judged = None  # another model: its gates are judged on its first frame
+        # (the same model described again, with its cost table after the first frame, keeps the verdict)
+        self.info = info
+        self.setHtml(model_html(info, self.judged))
+
+    @Slot(bool, float)
+    def on_gates_judged(self, flat: bool, spread: float) -> None:
+        """The worker's verdict on the current model's first frame (after its set_info)."""
+        self.judged = (flat, spread)
+        if self.info is not None:
+            self.setHtml(model_html(self.info, self.judged))
