@@ -10,6 +10,9 @@ Set-up: a random-weight VGG16-SE (1000 classes, 224 px) saved as a checkpoint in
   predictor is swapped between backends without reloading, so all three are measured round by round
   (interleaved, shuffled) in one process and the ratio vs torch is paired within each round.
 * bare: ``predictor.predict(frame)`` in a loop, same frames, same rounds.
+* yardstick (issue 14's target: live VGG16-SE with every gate recorded >= 2.0x the frames/s of
+  torchvision's VGG16, eager, NCHW): torchvision's ``vgg16()`` (no SE, nothing recorded, no fast path),
+  same frames and preprocessing, in the same bare loop and rounds; every bare row's ratio to it.
 * thumbnails under a runtime: the graph has no feature maps, so showing them would need a torch pass
   as well; the row "onnxruntime + torch pass" measures that price (bare loop doing both per frame).
 
@@ -32,6 +35,8 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import Report, guarded, parser, setup_torch, start  # noqa: E402
+
+YARDSTICK = "torchvision VGG16 eager"
 
 
 def main() -> int:
@@ -143,6 +148,21 @@ def main() -> int:
         spin(lambda: worker.idle and not win._draw_scheduled, what="pipeline")
         return n / elapsed
 
+    class TorchvisionEager:
+        """torchvision's VGG16 as it comes: eager NCHW forward of the same preprocessed frame."""
+
+        def __init__(self, preprocess) -> None:
+            from torchvision.models import vgg16
+
+            self.model = vgg16(num_classes=10 if quick else 1000).eval()
+            self.preprocess = preprocess
+
+        @torch.inference_mode()
+        def predict(self, rgb) -> torch.Tensor:
+            return self.model(self.preprocess(rgb).unsqueeze(0)).softmax(1)
+
+    predictors[YARDSTICK] = TorchvisionEager(predictors["torch"].preprocess)
+
     def run_bare(b: str, n: int, with_torch: bool = False) -> float:
         pred, ref = predictors[b], predictors["torch"]
         t0 = time.perf_counter()
@@ -153,7 +173,7 @@ def main() -> int:
         return n / (time.perf_counter() - t0)
 
     runtime = next((b for b in backends if b != "torch"), None)
-    rows = [("app", b) for b in backends] + [("bare", b) for b in backends]
+    rows = [("app", b) for b in backends] + [("bare", b) for b in [*backends, YARDSTICK]]
     if runtime:
         rows.append(("bare+torch", runtime))
     n = 3 if quick else 6
@@ -189,6 +209,19 @@ def main() -> int:
         "throughput",
     )
     report.print_table(
+        ["backend", "bare predict() loop vs torchvision VGG16 eager (paired)"],
+        [
+            [
+                b,
+                statistics.median(
+                    a / t for a, t in zip(fps[("bare", b)], fps[("bare", YARDSTICK)], strict=True)
+                ),
+            ]
+            for b in backends
+        ],
+        "yardstick",
+    )
+    report.print_table(
         ["backend", "open (s)"],
         [[b, f"{s:.1f}"] for b, s in opened_s.items()],
         "open",
@@ -198,8 +231,9 @@ def main() -> int:
     )
     win.close()
     app.processEvents()
-    for pred in predictors.values():
-        pred.close()
+    for b, pred in predictors.items():
+        if b != YARDSTICK:
+            pred.close()
     return report.finish()
 
 
