@@ -101,11 +101,13 @@ def _download_config(repo: str, revision: str | None, spec: str) -> str:
         return hf_hub_download(repo, "config.json", revision=revision, cache_dir=timm_models.hub_cache_dir())
     except Exception as exc:  # no such repo or revision, a gated repo, no config.json, HTTP errors...
         first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
-        raise ModelSpecError(f"{spec}: the hub's config.json could not be read ({type(exc).__name__}: {first})") from None
+        raise ModelSpecError(
+            f"{spec}: the hub's config.json could not be read ({type(exc).__name__}: {first})"
+        ) from None
 
 
 def _snapshot(file: str) -> str:
-    """", snapshot <commit>" for a cached snapshot file (``.../snapshots/<commit>/model.safetensors``)."""
+    """ ", snapshot <commit>" for a cached snapshot file (``.../snapshots/<commit>/model.safetensors``)."""
     parent = Path(file).parent
     return f", snapshot {parent.name[:12]}" if parent.parent.name == "snapshots" else ""
 
@@ -124,7 +126,9 @@ def load(spec: str) -> LoadedModel:
 
         reason = timm_models._unreachable(os.environ.get("HF_ENDPOINT") or str(constants.ENDPOINT))
         if reason:
-            what = "config.json is" if random else ("weights are" if config else "config.json and weights are")
+            what = (
+                "config.json is" if random else ("weights are" if config else "config.json and weights are")
+            )
             raise ModelSpecError(
                 f"{spec}: the hub's {what} not cached and {reason}; connect once to download them"
             )
@@ -150,4 +154,6 @@ def load(spec: str) -> LoadedModel:
         how = "downloaded"
     info = timm_models.weights_info(weights, arch, model) if weights else None
     commit = _snapshot(weights) if weights else ""
-    return timm_models.finish(model, f"timm {arch} from hf-hub:{hub_id}, pretrained ({how}{commit})", info=info)
+    return timm_models.finish(
+        model, f"timm {arch} from hf-hub:{hub_id}, pretrained ({how}{commit})", info=info
+    )

@@ -162,7 +162,10 @@ def hub_files(cfg: dict[str, Any]) -> list[str]:
     """The weight files timm's hub loader tries for ``cfg``, in its order: the safetensors
     alternative first (``timm.models._hub._get_safe_alternatives``), then the named file."""
     name = cfg.get("hf_hub_filename") or "pytorch_model.bin"
-    safe = {"pytorch_model.bin": "model.safetensors", "open_clip_pytorch_model.bin": "open_clip_model.safetensors"}
+    safe = {
+        "pytorch_model.bin": "model.safetensors",
+        "open_clip_pytorch_model.bin": "open_clip_model.safetensors",
+    }
     if name.endswith(".bin"):
         return [safe.get(name, name[: -len(".bin")] + ".safetensors"), name]
     return [name]
