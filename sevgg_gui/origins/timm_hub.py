@@ -124,7 +124,7 @@ def load(spec: str) -> LoadedModel:
     if not cached:
         from huggingface_hub import constants
 
-        reason = timm_models._unreachable(os.environ.get("HF_ENDPOINT") or str(constants.ENDPOINT))
+        reason = timm_models.unreachable(os.environ.get("HF_ENDPOINT") or str(constants.ENDPOINT))
         if reason:
             what = (
                 "config.json is" if random else ("weights are" if config else "config.json and weights are")
@@ -138,7 +138,7 @@ def load(spec: str) -> LoadedModel:
     name = f"hf-hub:{hub_id}"
     if random:
         with hub_offline() if cached else nullcontext():
-            model = timm_models._create(timm, spec, "building from its config.json", name, **kwargs)
+            model = timm_models.create(timm, spec, "building from its config.json", name, **kwargs)
         return timm_models.finish(
             model,
             f"timm {arch} from hf-hub:{hub_id} (config.json), random initialisation",
@@ -146,10 +146,10 @@ def load(spec: str) -> LoadedModel:
         )
     if cached:
         with hub_offline():
-            model = timm_models._create(timm, spec, f"loading {weights}", name, **kwargs)
+            model = timm_models.create(timm, spec, f"loading {weights}", name, **kwargs)
         how = "cached"
     else:
-        model = timm_models._create(timm, spec, f"downloading {hub_id} from the hub", name, **kwargs)
+        model = timm_models.create(timm, spec, f"downloading {hub_id} from the hub", name, **kwargs)
         weights = _cached_weights(repo, revision, config)
         how = "downloaded"
     info = timm_models.weights_info(weights, arch, model) if weights else None

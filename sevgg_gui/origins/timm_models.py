@@ -194,7 +194,7 @@ def cached_weights(cfg: dict[str, Any]) -> str | None:
     return None
 
 
-def _unreachable(url: str) -> str | None:
+def unreachable(url: str) -> str | None:
     """Why ``url``'s host cannot be used now (offline mode, no route), or None if it answers."""
     from huggingface_hub import constants
 
@@ -216,7 +216,7 @@ def load(spec: str) -> LoadedModel:
     from timm.models import get_pretrained_cfg
 
     if random:
-        model = _create(timm, spec, "building", name, pretrained=False)
+        model = create(timm, spec, "building", name, pretrained=False)
         return finish(
             model,
             f"timm {name}, random initialisation",
@@ -234,7 +234,7 @@ def load(spec: str) -> LoadedModel:
     file = cached_weights(cfg)
     full = f"{arch}.{cfg.get('tag')}" if cfg.get("tag") else arch
     if file is not None:
-        model = _create(
+        model = create(
             timm, spec, f"loading {file}", name, pretrained=True, pretrained_cfg_overlay={"file": file}
         )
         return finish(model, f"timm {full}, pretrained (cached)", info=weights_info(file, full, model))
@@ -246,20 +246,20 @@ def load(spec: str) -> LoadedModel:
         url = os.environ.get("HF_ENDPOINT") or url
     else:
         where, url = str(cfg["url"]), str(cfg["url"])
-    reason = _unreachable(url)
+    reason = unreachable(url)
     if reason:
         raise ModelSpecError(
             f"{spec}: timm's weights {where} are not cached and {reason}; connect once to download "
             f"them, or use timm:{name}:random"
         )
     kwargs: dict[str, Any] = {"cache_dir": hub_cache_dir()} if hub_id else {}
-    model = _create(timm, spec, f"downloading timm's weights {where}", name, pretrained=True, **kwargs)
+    model = create(timm, spec, f"downloading timm's weights {where}", name, pretrained=True, **kwargs)
     file = cached_weights(cfg)
     info = weights_info(file, full, model) if file else None
     return finish(model, f"timm {full}, pretrained (downloaded from {where})", info=info)
 
 
-def _create(timm: Any, spec: str, doing: str, name: str, **kwargs: Any) -> nn.Module:
+def create(timm: Any, spec: str, doing: str, name: str, **kwargs: Any) -> nn.Module:
     """``timm.create_model`` with any failure (HTTP errors, a gated repo, a corrupt cached file, an
     architecture that needs arguments) as one line."""
     try:
