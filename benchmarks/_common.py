@@ -263,11 +263,36 @@ class Paired:
     """Per-pair ratios B/A from :func:`abba_pairs` and the per-call times behind them (seconds)."""
 
     ratios: list[float]
-    a: list[float] = field(default_factory=list)
-    b: list[float] = field(default_factory=list)
+    a: list[tuple[float, float]] = field(default_factory=list)  # per pair: the two A calls
+    b: list[tuple[float, float]] = field(default_factory=list)  # per pair: the two B calls
 
     def median(self) -> float:
         return statistics.median(self.ratios)
+
+    @staticmethod
+    def _low(pairs: Sequence[tuple[float, float]], q: float) -> float:
+        calls = sorted(t for pair in pairs for t in pair)
+        return calls[min(len(calls) - 1, int(q * len(calls)))]
+
+    def low_ratio(self, q: float = 0.1) -> float:
+        """B's q-quantile call time over A's (default the 10th percentile): interference only ever
+        adds time, so the fast end of each distribution is the least disturbed estimate."""
+        return self._low(self.b, q) / self._low(self.a, q)
+
+    def low_ci(
+        self, q: float = 0.1, level: float = 0.95, resamples: int = 1000, seed: int = 0
+    ) -> tuple[float, float]:
+        """Bootstrap interval of :meth:`low_ratio`, the pairs resampled with replacement."""
+        rng = random.Random(seed)
+        idx = range(len(self.ratios))
+        vals = []
+        for _ in range(resamples):
+            pick = rng.choices(idx, k=len(self.ratios))
+            vals.append(self._low([self.b[i] for i in pick], q) / self._low([self.a[i] for i in pick], q))
+        vals.sort()
+        return vals[int((1 - level) / 2 * resamples)], vals[
+            min(resamples - 1, int((1 + level) / 2 * resamples))
+        ]
 
     def iqr(self) -> tuple[float, float]:
         if len(self.ratios) < 4:
@@ -343,11 +368,10 @@ def abba_pairs(
                 t5 = clock()
                 base()
                 t6 = clock()
-                a, b = (t1 - t0) + (t6 - t5), (t3 - t2) + (t4 - t3)
                 p = out[name]
-                p.ratios.append(b / a)
-                p.a.append(a / 2)
-                p.b.append(b / 2)
+                p.ratios.append(((t3 - t2) + (t4 - t3)) / ((t1 - t0) + (t6 - t5)))
+                p.a.append((t1 - t0, t6 - t5))
+                p.b.append((t3 - t2, t4 - t3))
         finally:
             gc.enable()
         if after_pair:
