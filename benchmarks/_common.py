@@ -257,6 +257,144 @@ def guarded(fn: Callable[[], Any], retries: int = 3) -> tuple[Any, bool]:
     return result, False
 
 
+# ------------------------------------------------------------------------------------------ ABBA pairs
+@dataclass
+class Paired:
+    """Per-pair ratios B/A from :func:`abba_pairs` and the per-call times behind them (seconds)."""
+
+    ratios: list[float]
+    a: list[tuple[float, float]] = field(default_factory=list)  # per pair: the two A calls
+    b: list[tuple[float, float]] = field(default_factory=list)  # per pair: the two B calls
+
+    def median(self) -> float:
+        return statistics.median(self.ratios)
+
+    @staticmethod
+    def _low(pairs: Sequence[tuple[float, float]], q: float) -> float:
+        calls = sorted(t for pair in pairs for t in pair)
+        return calls[min(len(calls) - 1, int(q * len(calls)))]
+
+    def low_ratio(self, q: float = 0.1) -> float:
+        """B's q-quantile call time over A's (default the 10th percentile): interference only ever
+        adds time, so the fast end of each distribution is the least disturbed estimate."""
+        return self._low(self.b, q) / self._low(self.a, q)
+
+    def low_ci(
+        self, q: float = 0.1, level: float = 0.95, resamples: int = 1000, seed: int = 0
+    ) -> tuple[float, float]:
+        """Bootstrap interval of :meth:`low_ratio`, the pairs resampled with replacement."""
+        rng = random.Random(seed)
+        idx = range(len(self.ratios))
+        vals = []
+        for _ in range(resamples):
+            pick = rng.choices(idx, k=len(self.ratios))
+            vals.append(self._low([self.b[i] for i in pick], q) / self._low([self.a[i] for i in pick], q))
+        vals.sort()
+        return vals[int((1 - level) / 2 * resamples)], vals[
+            min(resamples - 1, int((1 + level) / 2 * resamples))
+        ]
+
+    def iqr(self) -> tuple[float, float]:
+        if len(self.ratios) < 4:
+            return min(self.ratios), max(self.ratios)
+        q = statistics.quantiles(self.ratios, n=4)
+        return q[0], q[2]
+
+    def ci(self, level: float = 0.95, resamples: int = 2000, seed: int = 0) -> tuple[float, float]:
+        """Bootstrap interval of the median ratio: the pairs resampled with replacement."""
+        rng = random.Random(seed)
+        n = len(self.ratios)
+        meds = sorted(statistics.median(rng.choices(self.ratios, k=n)) for _ in range(resamples))
+        lo = meds[int((1 - level) / 2 * resamples)]
+        hi = meds[min(resamples - 1, int((1 + level) / 2 * resamples))]
+        return lo, hi
+
+
+def abba_pairs(
+    base: Callable[[], Any],
+    variants: dict[str, Callable[[], Any]],
+    *,
+    pairs: int,
+    clock: Callable[[], float] = time.perf_counter,
+    around: dict[str, tuple[Callable[[], Any], Callable[[], Any]]] | None = None,
+    warmup: int = 2,
+    budget_s: float | None = None,
+    seed: int = 0,
+    after_pair: Callable[[], Any] | None = None,
+) -> dict[str, Paired]:
+    """Each variant against ``base`` in many short A-B-B-A pairs: the pair's ratio is (B1 + B2) / (A1 +
+    A2), so a load that rises or falls linearly across the four calls cancels, and a burst of other work
+    spoils one pair, not the comparison; the median over pairs (with :meth:`Paired.ci`) is the figure.
+    Variants take turns pair by pair, in a shuffled order. ``around[name]`` = (enter, leave) runs
+    untimed just before and after the variant's two calls (e.g. attach and detach hooks on the same
+    model, so base and variant share weights, memory and caches). ``budget_s`` stops after at least 5
+    pairs once that much wall time has passed; ``after_pair`` runs untimed after each round of pairs
+    (e.g. :class:`LoadSampler`). No guard: the pairs are the defence against load."""
+    rng = random.Random(seed)
+    around = around or {}
+    names = list(variants)
+    for name in names:
+        enter, leave = around.get(name, (None, None))
+        for _ in range(warmup):
+            base()
+            if enter:
+                enter()
+            variants[name]()
+            if leave:
+                leave()
+    out = {n: Paired([]) for n in names}
+    start_t = time.perf_counter()
+    for done in range(pairs):
+        order = names[:]
+        rng.shuffle(order)
+        gc.collect()
+        gc.disable()
+        try:
+            for name in order:
+                enter, leave = around.get(name, (None, None))
+                fn = variants[name]
+                t0 = clock()
+                base()
+                t1 = clock()
+                if enter:
+                    enter()
+                t2 = clock()
+                fn()
+                t3 = clock()
+                fn()
+                t4 = clock()
+                if leave:
+                    leave()
+                t5 = clock()
+                base()
+                t6 = clock()
+                p = out[name]
+                p.ratios.append(((t3 - t2) + (t4 - t3)) / ((t1 - t0) + (t6 - t5)))
+                p.a.append((t1 - t0, t6 - t5))
+                p.b.append((t3 - t2, t4 - t3))
+        finally:
+            gc.enable()
+        if after_pair:
+            after_pair()
+        if budget_s is not None and done >= 4 and time.perf_counter() - start_t > budget_s:
+            break
+    return out
+
+
+class LoadSampler:
+    """The 1-minute load average sampled during a measurement (every call to :meth:`sample`)."""
+
+    def __init__(self) -> None:
+        self.samples: list[float] = [loadavg()[0]]
+
+    def sample(self) -> None:
+        self.samples.append(loadavg()[0])
+
+    def summary(self) -> str:
+        s = self.samples
+        return f"{min(s):.2f}–{max(s):.2f} (median {statistics.median(s):.2f}, {len(s)} samples)"
+
+
 # ------------------------------------------------------------------------------------------ reporting
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     """A GitHub-markdown table."""

@@ -1,26 +1,37 @@
 """What recording costs on timm SE networks: seresnet50 and efficientnet_b0 (random weights) with the
 ExcitationRecorder on every SE block vs without, side by side.
 
-As the Predictor records: the recorder stays attached and each call reads everything back (gates and
-squeezes as float32 CPU tensors; one variant also keeps the last block's feature maps). A third row
-(no target) attaches and detaches around every call, as bench_recorder charges VGG16-SE. Eager NCHW,
+As the Predictor records: the recorder attached, and each call reads everything back (gates and
+squeezes as float32 CPU tensors; one variant also keeps the last block's feature maps). A third
+variant attaches and detaches around every call, as bench_recorder charges VGG16-SE. Eager NCHW,
 batch 1, inference mode.
+
+Robust to a shared, noisy 2-core machine: the SAME model object runs with and without the recorder
+(its hooks are attached just before and removed just after the recorded calls, untimed, so weights,
+memory and caches are shared) in many short A-B-B-A pairs (``_common.abba_pairs``); each pair gives
+one ratio (B1 + B2) / (A1 + A2), which cancels load drifting across the pair, and the figure is the
+median over pairs with a 95% bootstrap interval and the IQR. Beside it, the ratio of the two
+distributions' 10th percentiles (interference only adds time, so the fast end is the least disturbed;
+bootstrap interval too). A first variant runs the model against itself (A/A): the method's own bias
+and noise floor in the same run. ``--threads 1 --cpu-time`` takes OpenMP barrier stalls and waiting
+for a CPU out of the measurement. The load average is sampled after every pair and reported.
 
 A second table measures the same cost where it is paid (each SE block alone on its real input, with
 and without hooks, plus the read-back), which stays precise when other processes load the machine.
 
-Target (full run): the attached variants <= 1.01x the model without a recorder; isolated cost <= 1%.
+Target (full run): the attached variants' median ratio <= 1.01x the model without a recorder;
+isolated cost <= 1%.
 """
 
 from __future__ import annotations
 
-import copy
+import statistics
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import Report, clock_of, interleave, parser, setup_torch, start  # noqa: E402
+from _common import LoadSampler, Report, abba_pairs, clock_of, parser, setup_torch, start  # noqa: E402
 
 
 def isolated_overhead(model, x, clock, quick: bool) -> dict[str, float]:
@@ -73,11 +84,15 @@ def main() -> int:
     p = parser(__doc__.splitlines()[0], cpu_time=True)
     p.add_argument("--models", default="seresnet50,efficientnet_b0")
     p.add_argument("--size", type=int, default=224)
+    p.add_argument("--pairs", type=int, default=400, help="A-B-B-A pairs per variant (at most; see --budget)")
+    p.add_argument("--budget", type=float, default=240.0, metavar="S", help="wall seconds of pairs per model")
     args = p.parse_args()
     start(args)
 
     clock = clock_of(args)
-    setup_torch(args.threads)
+    # --quick (the smoke test) on one thread: two OpenMP threads on a loaded 2-core box stall at every
+    # barrier (a 64 px forward took 0.6 s), and the smoke run checks only that the script works.
+    setup_torch(args.threads or (1 if args.quick else None))
     import timm
     import torch
 
@@ -87,28 +102,25 @@ def main() -> int:
     quick = args.quick
     size = 64 if quick else args.size
     names = ["seresnet18", "mobilenetv3_small_050"] if quick else args.models.split(",")
+    pairs = 3 if quick else (args.rounds or args.pairs)
+    load = LoadSampler()
     rows: list[list] = []
     isolated: list[list] = []
     for arch in names:
         torch.manual_seed(0)
         model = timm.create_model(arch, pretrained=False).eval()
-        # The Predictor keeps its recorder attached for the model's lifetime: the recorded variants run
-        # identical copies of the model with a recorder attached once, and read everything back per call.
-        recorders = {}
-        copies = {}
-        last = list(ExcitationRecorder(model).blocks)[-1]
-        for name, maps in (("gates + squeezes", ()), (f"+ maps {last}", (last,))):
-            copies[name] = copy.deepcopy(model)
-            recorders[name] = ExcitationRecorder(copies[name], feature_maps=maps).attach()
-        per_call = ExcitationRecorder(model)
         x = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(1))
+        gates = ExcitationRecorder(model)
+        last = list(gates.blocks)[-1]
+        maps = ExcitationRecorder(model, feature_maps=(last,))
+        per_call = ExcitationRecorder(model)
+        blocks = len(gates.blocks)
 
         def plain(x=x, model=model):
             return model(x)
 
-        def recorded(name: str, x=x, copies=copies, recorders=recorders):
-            out = copies[name](x)
-            rec = recorders[name]
+        def recorded(rec, x=x, model=model):
+            out = model(x)
             rec.excitations, rec.squeezes, rec.feature_maps  # noqa: B018 - read back, as the Predictor does
             return out
 
@@ -121,19 +133,41 @@ def main() -> int:
                 rec.detach()
             return out
 
-        impls = {"no recorder": plain}
-        impls.update({name: (lambda name=name: recorded(name)) for name in recorders})
-        impls["attach + detach every call"] = attach_per_call
+        variants = {
+            # A against itself: the method's own bias and noise floor on this machine, in this run.
+            "none (A/A control)": plain,
+            "gates + squeezes": lambda rec=gates: recorded(rec),
+            f"+ maps {last}": lambda rec=maps: recorded(rec),
+            "attach + detach every call": attach_per_call,
+        }
+        # The Predictor keeps its recorder attached for the model's lifetime: attach/detach around the
+        # recorded calls are not timed (the third variant pays them).
+        around = {
+            "gates + squeezes": (gates.attach, gates.detach),
+            f"+ maps {last}": (maps.attach, maps.detach),
+        }
         with torch.inference_mode():
             base = plain()
-            for name, fn in impls.items():
+            for name, fn in variants.items():
+                enter, leave = around.get(name, (None, None))
+                if enter:
+                    enter()
                 assert torch.equal(fn(), base), f"{name} changed the output"
-            rounds = args.rounds or (2 if quick else 25)
-            t = interleave(impls, rounds=rounds, reps=1 if quick else 2, clock=clock)
-        blocks = len(recorders["gates + squeezes"].blocks)
-        for rec in recorders.values():
-            rec.detach()
+                if leave:
+                    leave()
+            assert gates.excitations and maps.feature_maps, "the recorders recorded nothing"
+            result = abba_pairs(
+                plain,
+                variants,
+                pairs=pairs,
+                clock=clock,
+                around=around,
+                warmup=1 if quick else 3,
+                budget_s=None if quick else args.budget,
+                after_pair=load.sample,
+            )
         iso = isolated_overhead(model, x, clock, quick)
+        load.sample()
         isolated.append(
             [
                 arch,
@@ -146,20 +180,43 @@ def main() -> int:
             ]
         )
         report.target(f"{arch} isolated recording cost / forward + 1", iso["ratio"], 1.01)
-        for name in impls:
+        for name, r in result.items():
+            lo, hi = r.ci()
+            q1, q3 = r.iqr()
+            llo, lhi = r.low_ci()
+            a_ms, b_ms = (1e3 * statistics.median(t for pair in v for t in pair) for v in (r.a, r.b))
             rows.append(
                 [
                     arch,
-                    blocks,
                     name,
-                    f"{t.median(name) * 1e3:.1f}",
-                    t.ratio(name, "no recorder"),
-                    "{:.3f}–{:.3f}".format(*t.ratio_spread(name, "no recorder")),
+                    len(r.ratios),
+                    f"{a_ms:.2f}",
+                    f"{b_ms:.2f}",
+                    r.median(),
+                    f"{lo:.3f}–{hi:.3f}",
+                    f"{q1:.3f}–{q3:.3f}",
+                    r.low_ratio(),
+                    f"{llo:.3f}–{lhi:.3f}",
                 ]
             )
-            if name in recorders:
-                report.target(f"{arch} {name} / none", t.ratio(name, "no recorder"), 1.01)
-    report.print_table(["model", "SE blocks", "recording", "median ms", "ratio vs none", "IQR"], rows, "timm")
+            if name in around:
+                report.target(f"{arch} {name} / none (median of pairs)", r.median(), 1.01)
+    report.print_table(
+        [
+            "model",
+            "recording",
+            "pairs",
+            "none ms",
+            "recorded ms",
+            "median ratio",
+            "95% CI",
+            "IQR",
+            "p10 ratio",
+            "p10 95% CI",
+        ],
+        rows,
+        "timm",
+    )
     report.print_table(
         [
             "model",
@@ -173,8 +230,11 @@ def main() -> int:
         isolated,
         "isolated",
     )
+    report.data["load_during"] = load.samples
     print(
-        f"# input 1x3x{size}x{size}, random weights; outputs with and without recording are bit-identical (checked)"
+        f"# input 1x3x{size}x{size}, random weights; outputs with and without recording are bit-identical (checked);"
+        f" {'CPU' if args.cpu_time else 'wall'} time, {torch.get_num_threads()} thread(s);"
+        f" 1-minute load average during the pairs: {load.summary()}"
     )
     return report.finish()
 

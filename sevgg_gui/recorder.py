@@ -38,6 +38,19 @@ def _register_torchvision() -> None:
     ensure_registered()
 
 
+def _flat(t: torch.Tensor) -> torch.Tensor:
+    """(B, C, 1, 1) / (B, 1, C) / (B, C) -> (B, C), a view as ``reshape`` gives; detached only when it
+    carries autograd history (a recording hook runs per block per forward: ~0.4 us saved each)."""
+    t = t.detach() if t.requires_grad else t
+    return t.flatten(1) if t.dim() > 1 else t.unsqueeze(1)
+
+
+def _float_cpu(t: torch.Tensor) -> torch.Tensor:
+    """``t.float().cpu()``, which returns ``t`` itself when it is already float32 on the CPU; the check
+    first skips two dispatcher calls per tensor on that common path (read back every frame)."""
+    return t if t.dtype is torch.float32 and t.is_cpu else t.float().cpu()
+
+
 @dataclass
 class _Intervention:
     channels: torch.Tensor  # long indices
@@ -184,16 +197,17 @@ class ExcitationRecorder:
             if count:
                 self.forwards += 1
             if squeeze_here:
-                self._squeezes[name] = inputs[0].detach().reshape(inputs[0].shape[0], -1)
+                self._squeezes[name] = _flat(inputs[0])
             if activation is not None:  # inline gate: the block applies activation(output) itself
                 gate = activation(output.detach())
-                self._raw[name] = self._gates[name] = gate.reshape(gate.shape[0], -1)
+                self._raw[name] = self._gates[name] = gate.flatten(1)
                 return None
-            gate = output
             if name in self._interventions:
-                gate = self._apply_interventions(name, gate)
-            self._gates[name] = gate.detach().reshape(gate.shape[0], -1)
-            return gate if gate is not output else None
+                gate = self._apply_interventions(name, output)
+                self._gates[name] = _flat(gate)
+                return gate
+            self._gates[name] = _flat(output)
+            return None
 
         return hook
 
@@ -273,9 +287,8 @@ class ExcitationRecorder:
     def _squeeze_hook(self, name: str, where: str):
         def hook(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
             t = output if where == "output" else inputs[0]
-            if t.is_meta:
-                return
-            self._squeezes[name] = t.detach().reshape(t.shape[0], -1)
+            if not t.is_meta:
+                self._squeezes[name] = _flat(t)
 
         return hook
 
@@ -387,7 +400,7 @@ class ExcitationRecorder:
     # ---------------------------------------------------------------- results
     @staticmethod
     def _cpu(d: dict[str, torch.Tensor], order: Iterable[str]) -> OrderedDict[str, torch.Tensor]:
-        return OrderedDict((n, d[n].float().cpu()) for n in order if n in d)
+        return OrderedDict((n, _float_cpu(d[n])) for n in order if n in d)
 
     @property
     def excitations(self) -> OrderedDict[str, torch.Tensor]:
@@ -406,7 +419,7 @@ class ExcitationRecorder:
     def feature_maps(self) -> OrderedDict[str, tuple[torch.Tensor, torch.Tensor]]:
         """block -> (before gate, after gate), each (B, C, h, w) downsampled, float32 CPU."""
         return OrderedDict(
-            (n, (self._maps_in[n].float().cpu(), self._maps_out[n].float().cpu()))
+            (n, (_float_cpu(self._maps_in[n]), _float_cpu(self._maps_out[n])))
             for n in self.blocks
             if n in self._maps_in and n in self._maps_out
         )

@@ -4,7 +4,8 @@ per origin (``sevgg_gui/origins/``), so the CLI and the app agree on defaults an
 Specs: ``None`` (the default VGG16-SE: ImageNet transfer when cached, else random), a checkpoint file,
 a Hugging Face model folder (``config.json`` + ``model.safetensors``), ``pretrained:<torchvision name>``
 (e.g. ``pretrained:mobilenet_v3_small``), ``vgg16:<attention>`` (e.g. ``vgg16:cbam``, random init),
-``timm:<name>[.<tag>][:random]`` (e.g. ``timm:seresnet50.a1_in1k``); and with ``model_code``
+``timm:<name>[.<tag>][:random]`` (e.g. ``timm:seresnet50.a1_in1k``), ``timm:hf-hub:<org>/<name>[@<revision>]``
+(a timm model on the Hugging Face hub); and with ``model_code``
 (``FILE.py:FUNCTION``) the user's own architecture, the spec then naming its weights file.
 """
 
@@ -34,7 +35,7 @@ def load_model(
 ) -> LoadedModel:
     """The model a spec names (see the module docstring); every failure is one line (ModelSpecError,
     CheckpointError or RuntimeError)."""
-    from .origins import attention, hf_folder, timm_models, torchvision_models, user_code
+    from .origins import attention, hf_folder, timm_hub, timm_models, torchvision_models, user_code
     from .origins import checkpoint as ckpt
 
     spec = str(checkpoint) if checkpoint is not None else None
@@ -50,6 +51,8 @@ def load_model(
         return torchvision_models.load(spec.split(":", 1)[1])
     if spec.startswith("vgg16:"):
         return attention.load(spec.split(":", 1)[1])
+    if spec.startswith(timm_hub.PREFIX):
+        return timm_hub.load(spec)
     if spec.startswith(timm_models.PREFIX):
         return timm_models.load(spec)
     if Path(spec).is_dir():

@@ -123,8 +123,8 @@ def timm_name_dialog(win: MainWindow) -> None:
     name, ok = QInputDialog.getText(
         win,
         "timm model",
-        "timm model name, optionally .tag, :random for random weights\n"
-        "(e.g. seresnet50.a1_in1k, ecaresnet50d, efficientnet_b0:random):",
+        "timm model name, optionally .tag, :random for random weights, or hf-hub:ORG/NAME\n"
+        "(e.g. seresnet50.a1_in1k, ecaresnet50d, efficientnet_b0:random, hf-hub:timm/seresnet50.a1_in1k):",
         text=str(win.settings.value("model/timm_name", "seresnet50.a1_in1k")),
     )
     name = name.strip().removeprefix("timm:")

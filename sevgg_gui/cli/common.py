@@ -100,7 +100,8 @@ def batch_exit_code(total: int, failed: list[str]) -> int:
 
 CHECKPOINT_HELP = (
     ".pth / .safetensors checkpoint, a Hugging Face model folder, pretrained:NAME, vgg16:ATTENTION or "
-    "timm:NAME[.TAG][:random] (default: ImageNet VGG16 transfer if cached, else random)"
+    "timm:NAME[.TAG][:random], timm:hf-hub:ORG/NAME[@REVISION] (default: ImageNet VGG16 transfer if cached, "
+    "else random)"
 )
 
 

@@ -31,6 +31,23 @@ def resolve_folder(path: Path) -> Path:
     return found[-1] if found else path
 
 
+def timm_architecture(config: Path, where: str | None = None) -> str:
+    """The timm architecture a ``config.json`` names, checked against timm's registry; one line when
+    the file is not JSON, names no timm architecture (a transformers config) or one timm lacks."""
+    where = where or str(config)
+    try:
+        cfg = json.loads(config.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelSpecError(f"{where}: not readable JSON ({str(exc).splitlines()[0][:100]})") from None
+    arch = cfg.get("architecture") if isinstance(cfg, dict) else None
+    if not isinstance(arch, str):
+        other = cfg.get("architectures") if isinstance(cfg, dict) else None
+        kind = f" (a transformers {other[0]} model?)" if isinstance(other, list) and other else ""
+        raise ModelSpecError(f"{where}: names no timm 'architecture'{kind}; only timm models open")
+    timm_models.check_name(arch, where)
+    return arch
+
+
 def load(folder: str | Path) -> LoadedModel:
     path = resolve_folder(Path(folder))
     config = path / "config.json"
@@ -39,17 +56,8 @@ def load(folder: str | Path) -> LoadedModel:
     weights = next((path / n for n in MODEL_FOLDER_WEIGHTS if (path / n).is_file()), None)
     if weights is None:
         raise ModelSpecError(f"{folder}: config.json but no {' or '.join(MODEL_FOLDER_WEIGHTS)}")
-    try:
-        cfg = json.loads(config.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelSpecError(f"{config}: not readable JSON ({str(exc).splitlines()[0][:100]})") from None
-    arch = cfg.get("architecture") if isinstance(cfg, dict) else None
-    if not isinstance(arch, str):
-        other = cfg.get("architectures") if isinstance(cfg, dict) else None
-        kind = f" (a transformers {other[0]} folder?)" if isinstance(other, list) and other else ""
-        raise ModelSpecError(f"{config}: names no timm 'architecture'{kind}; only timm model folders open")
+    arch = timm_architecture(config)
     timm = timm_models.require_timm()
-    timm_models.check_name(arch, f"{config}")
     try:
         # timm's own reading of the config (pretrained_cfg, model_args, label names); no weights yet
         model = timm.create_model(f"local-dir:{path}", pretrained=False)

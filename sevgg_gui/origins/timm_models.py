@@ -12,6 +12,7 @@ from __future__ import annotations
 import difflib
 import math
 import os
+import re
 import socket
 from pathlib import Path
 from typing import Any
@@ -42,7 +43,8 @@ def parse_spec(spec: str) -> tuple[str, bool]:
     name = rest[: -len(RANDOM_SUFFIX)] if random else rest
     if not name or ":" in name or "/" in name:
         raise ModelSpecError(
-            f"{spec}: expected timm:NAME, timm:NAME.TAG or timm:NAME:random (e.g. timm:seresnet50.a1_in1k)"
+            f"{spec}: expected timm:NAME, timm:NAME.TAG, timm:NAME:random (e.g. timm:seresnet50.a1_in1k) "
+            "or timm:hf-hub:ORG/NAME[@REVISION]"
         )
     return name, random
 
@@ -98,8 +100,10 @@ def preprocess_for(model: nn.Module) -> tuple[Preprocess, list[str]]:
 
 
 def class_names_for(model: nn.Module) -> list[str] | None:
-    """Names from the model's config (a folder's ``label_descriptions`` / ``label_names``) or timm's
-    ImageNet info; None (numbered) when nothing fits the model's outputs."""
+    """Names from the model's config (a folder's or hub repo's ``label_names``, through its
+    ``label_descriptions`` when it has them), else timm's ImageNet info when the class count is an
+    ImageNet subset's; None (numbered "class i") when nothing fits the model's outputs. Label names
+    that are only WordNet ids (``n01440764``) give way to ImageNet's descriptions."""
     from timm.data import ImageNetInfo, infer_imagenet_subset
 
     n = int(getattr(model, "num_classes", 0) or 0)
@@ -110,16 +114,23 @@ def class_names_for(model: nn.Module) -> list[str] | None:
         v = list(v.values()) if isinstance(v, dict) else v
         return [str(x) for x in v] if isinstance(v, list | tuple) and len(v) == n else None
 
+    def short(description: str) -> str:  # "tench, Tinca tinca" -> "tench", as torchvision's categories
+        return description.split(",")[0].strip()
+
+    names, described = listed("label_names"), cfg.get("label_descriptions")
+    if names and isinstance(described, dict) and all(k in described for k in names):
+        return [short(str(described[k])) for k in names]  # timm's layout: label name -> description
     descriptions = listed("label_descriptions")
     if descriptions:
-        return [d.split(",")[0].strip() for d in descriptions]
+        return [short(d) for d in descriptions]
+    if names and not all(re.fullmatch(r"n\d{8}", k) for k in names):
+        return names
     subset = infer_imagenet_subset(model)
     if subset:
         info = ImageNetInfo(subset)
         if info.num_classes() == n:
-            # "tench, Tinca tinca" -> "tench": the short name, as torchvision's categories
-            return [d.split(",")[0].strip() for d in info.label_descriptions()]
-    return listed("label_names")
+            return [short(d) for d in info.label_descriptions()]
+    return names
 
 
 def finish(model: nn.Module, provenance: str, **extra: Any) -> LoadedModel:
@@ -147,11 +158,17 @@ def hub_cache_dir() -> str:
     return str(constants.HF_HUB_CACHE)
 
 
-def _hub_files(cfg: dict[str, Any]) -> list[str]:
-    name = cfg.get("hf_hub_filename")
-    if not name:
-        return ["model.safetensors", "pytorch_model.bin"]
-    return ([name[: -len(".bin")] + ".safetensors"] if name.endswith(".bin") else []) + [name]
+def hub_files(cfg: dict[str, Any]) -> list[str]:
+    """The weight files timm's hub loader tries for ``cfg``, in its order: the safetensors
+    alternative first (``timm.models._hub._get_safe_alternatives``), then the named file."""
+    name = cfg.get("hf_hub_filename") or "pytorch_model.bin"
+    safe = {
+        "pytorch_model.bin": "model.safetensors",
+        "open_clip_pytorch_model.bin": "open_clip_model.safetensors",
+    }
+    if name.endswith(".bin"):
+        return [safe.get(name, name[: -len(".bin")] + ".safetensors"), name]
+    return [name]
 
 
 def cached_weights(cfg: dict[str, Any]) -> str | None:
@@ -161,7 +178,7 @@ def cached_weights(cfg: dict[str, Any]) -> str | None:
         from huggingface_hub import try_to_load_from_cache
 
         repo, _, revision = str(hub_id).partition("@")
-        for filename in _hub_files(cfg):
+        for filename in hub_files(cfg):
             found = try_to_load_from_cache(
                 repo, filename, cache_dir=hub_cache_dir(), revision=revision or None
             )
@@ -177,7 +194,7 @@ def cached_weights(cfg: dict[str, Any]) -> str | None:
     return None
 
 
-def _unreachable(url: str) -> str | None:
+def unreachable(url: str) -> str | None:
     """Why ``url``'s host cannot be used now (offline mode, no route), or None if it answers."""
     from huggingface_hub import constants
 
@@ -199,7 +216,7 @@ def load(spec: str) -> LoadedModel:
     from timm.models import get_pretrained_cfg
 
     if random:
-        model = _create(timm, spec, "building", name, pretrained=False)
+        model = create(timm, spec, "building", name, pretrained=False)
         return finish(
             model,
             f"timm {name}, random initialisation",
@@ -217,7 +234,7 @@ def load(spec: str) -> LoadedModel:
     file = cached_weights(cfg)
     full = f"{arch}.{cfg.get('tag')}" if cfg.get("tag") else arch
     if file is not None:
-        model = _create(
+        model = create(
             timm, spec, f"loading {file}", name, pretrained=True, pretrained_cfg_overlay={"file": file}
         )
         return finish(model, f"timm {full}, pretrained (cached)", info=weights_info(file, full, model))
@@ -229,20 +246,20 @@ def load(spec: str) -> LoadedModel:
         url = os.environ.get("HF_ENDPOINT") or url
     else:
         where, url = str(cfg["url"]), str(cfg["url"])
-    reason = _unreachable(url)
+    reason = unreachable(url)
     if reason:
         raise ModelSpecError(
             f"{spec}: timm's weights {where} are not cached and {reason}; connect once to download "
             f"them, or use timm:{name}:random"
         )
     kwargs: dict[str, Any] = {"cache_dir": hub_cache_dir()} if hub_id else {}
-    model = _create(timm, spec, f"downloading timm's weights {where}", name, pretrained=True, **kwargs)
+    model = create(timm, spec, f"downloading timm's weights {where}", name, pretrained=True, **kwargs)
     file = cached_weights(cfg)
     info = weights_info(file, full, model) if file else None
     return finish(model, f"timm {full}, pretrained (downloaded from {where})", info=info)
 
 
-def _create(timm: Any, spec: str, doing: str, name: str, **kwargs: Any) -> nn.Module:
+def create(timm: Any, spec: str, doing: str, name: str, **kwargs: Any) -> nn.Module:
     """``timm.create_model`` with any failure (HTTP errors, a gated repo, a corrupt cached file, an
     architecture that needs arguments) as one line."""
     try:
