@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .intervention_history import InterventionHistory
 from .taps import AttentionBlock, GateTap, attention_blocks, find_gate_blocks
 from .taps.registry import ensure_registered, register_gate_type, register_spatial_type
 
@@ -58,7 +59,7 @@ class _Intervention:
     scale: float | None
 
 
-class ExcitationRecorder:
+class ExcitationRecorder(InterventionHistory):
     """Record gates (B, C), squeeze vectors (B, C) and optionally feature maps of every attention block.
 
     Use as a context manager (hooks are removed on exit, also on exceptions) or call ``attach`` /
@@ -352,8 +353,7 @@ class ExcitationRecorder:
     ) -> None:
         """Override (``value``) or multiply (``scale``) the gates of ``channels`` in ``block``
         for every following forward, until ``undo``/``clear_interventions``."""
-        if (value is None) == (scale is None):
-            raise ValueError("give exactly one of value= or scale=")
+        self._check_kind(value, scale)
         if block not in self.blocks:
             raise KeyError(f"unknown block {block!r}; known: {list(self.blocks)}")
         if block not in self.taps:
@@ -363,29 +363,7 @@ class ExcitationRecorder:
         n = self.taps[block].channels
         if idx.numel() and (idx.min() < 0 or idx.max() >= n):
             raise IndexError(f"channel out of range for {block} ({n} channels)")
-        self._interventions.setdefault(block, []).append(_Intervention(idx, value, scale))
-
-    def undo(self, block: str | None = None) -> None:
-        """Remove the most recent intervention (of ``block`` if given)."""
-        if block is None:
-            if not self._interventions:
-                return
-            block = next(reversed(self._interventions))
-        items = self._interventions.get(block)
-        if items:
-            items.pop()
-            if not items:
-                del self._interventions[block]
-
-    def clear_interventions(self) -> None:
-        self._interventions.clear()
-
-    @property
-    def interventions(self) -> dict[str, list[tuple[list[int], float | None, float | None]]]:
-        return {
-            b: [(iv.channels.tolist(), iv.value, iv.scale) for iv in items]
-            for b, items in self._interventions.items()
-        }
+        self._push(block, _Intervention(idx, value, scale))
 
     def _apply_interventions(self, name: str, gate: torch.Tensor) -> torch.Tensor:
         flat = gate.reshape(gate.shape[0], -1).clone()

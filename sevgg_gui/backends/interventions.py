@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from ..intervention_history import InterventionHistory
+
 
 @dataclass(frozen=True)
 class InterventionInput:
@@ -109,7 +111,7 @@ class _Intervention:
     scale: float | None
 
 
-class RuntimeRecorder:
+class RuntimeRecorder(InterventionHistory):
     """``intervene`` / ``undo`` / ``clear_interventions`` / ``interventions`` over an exported model.
 
     ``gates``: block -> channels of every gate output; ``maps``: blocks with a spatial map;
@@ -163,8 +165,7 @@ class RuntimeRecorder:
     ) -> None:
         """Override (``value``) or multiply (``scale``) the gates of ``channels`` in ``block`` on every
         following run, until ``undo``/``clear_interventions``."""
-        if (value is None) == (scale is None):
-            raise ValueError("give exactly one of value= or scale=")
+        self._check_kind(value, scale)
         if block not in self.blocks:
             raise KeyError(f"unknown block {block!r}; known: {list(self.blocks)}")
         if block not in self.taps:
@@ -176,12 +177,12 @@ class RuntimeRecorder:
         idx = np.asarray([int(channels)] if single else [int(c) for c in channels], dtype=np.int64)  # type: ignore[union-attr]
         if idx.size and (idx.min() < 0 or idx.max() >= knob.channels):
             raise IndexError(f"channel out of range for {block} ({knob.channels} channels)")
-        self._interventions.setdefault(block, []).append(
+        self._push(
+            block,
             _Intervention(
                 idx, None if value is None else float(value), None if scale is None else float(scale)
-            )
+            ),
         )
-        self._feeds = None
 
     def why_not(self) -> str:
         """Why ``intervene`` refuses on this export (one line)."""
@@ -191,29 +192,8 @@ class RuntimeRecorder:
             "(a cached --backend export is rebuilt automatically)"
         )
 
-    def undo(self, block: str | None = None) -> None:
-        """Remove the most recent intervention (of ``block`` if given)."""
-        if block is None:
-            if not self._interventions:
-                return
-            block = next(reversed(self._interventions))
-        items = self._interventions.get(block)
-        if items:
-            items.pop()
-            if not items:
-                del self._interventions[block]
-            self._feeds = None
-
-    def clear_interventions(self) -> None:
-        self._interventions.clear()
+    def _changed(self) -> None:
         self._feeds = None
-
-    @property
-    def interventions(self) -> dict[str, list[tuple[list[int], float | None, float | None]]]:
-        return {
-            b: [(iv.channels.tolist(), iv.value, iv.scale) for iv in items]
-            for b, items in self._interventions.items()
-        }
 
     # ---------------------------------------------------------------- what the predictor feeds
     def affine(self, block: str) -> tuple[np.ndarray, np.ndarray]:
