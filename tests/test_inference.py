@@ -138,3 +138,40 @@ def test_cuda_without_a_gpu_is_an_inference_error(se10: nn.Module) -> None:
         Predictor(se10, device="cuda")
     assert "\n" not in str(info.value) and "CUDA" in str(info.value)
     assert hook_count(se10) == 0
+
+
+def test_fast_path_trial_keeps_the_faster_path_by_its_minimum() -> None:
+    from sevgg_gui.inference import FastPathTrial
+
+    trial = FastPathTrial(timed=2)
+    # (fused?, seconds per image) as the predictor alternates; the first of each is warm-up and ignored
+    calls = [(True, 9.0), (False, 9.0), (True, 0.70), (False, 0.30), (True, 0.65)]
+    assert trial.next_fused()  # it starts with the fused path
+    for fused, sec in calls:
+        assert trial.record(fused, sec) is None
+    assert trial.record(False, 0.50) is False  # eager's best 0.30 < fused's best 0.65
+    assert "eager kept" in (trial.verdict or "")
+    fused_wins = FastPathTrial(timed=1)
+    for fused, sec in [(True, 5.0), (False, 1.0), (True, 0.2)]:
+        assert fused_wins.record(fused, sec) is None
+    assert fused_wins.record(False, 0.4) is True
+
+
+def test_the_automatic_fast_path_is_decided_on_the_first_calls_and_results_hold(se10: nn.Module) -> None:
+    """Whichever path the timing picks on this CPU, the predictor ends the trial with one path and
+    the same answers (the two paths agree to float rounding: probabilities within 1e-4)."""
+    pred = Predictor(se10, device="cpu")
+    if pred.fast_trial is None:
+        pytest.skip("no automatic CPU fast path here (oneDNN fusion unavailable or SEVGG_FAST=0)")
+    img = (np.arange(48 * 40 * 3) % 251).astype(np.uint8).reshape(48, 40, 3)
+    first = pred.predict(img)
+    for _ in range(5):
+        pred.predict(img)
+    assert pred.fast_trial is None and pred.fast_path_verdict
+    assert (pred.fast_path is not None) == pred.fused == pred.fast_path_verdict.startswith("fused")
+    after = pred.predict(img)
+    assert [p.index for p in after.topk] == [p.index for p in first.topk]
+    np.testing.assert_allclose([p.prob for p in after.topk], [p.prob for p in first.topk], atol=1e-4)
+    for name, gate in first.excitations.items():
+        np.testing.assert_allclose(after.excitations[name], gate, atol=1e-5)
+    pred.close()
