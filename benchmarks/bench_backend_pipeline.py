@@ -178,6 +178,9 @@ def main() -> int:
         rows.append(("bare+torch", runtime))
     n = 3 if quick else 6
     rounds = args.rounds or (1 if quick else 4)
+    for _ in range(8):  # the torch Predictor's first calls time fused vs eager and keep the faster
+        predictors["torch"].predict(frames[0])
+    print(f"# torch CPU path: {getattr(predictors['torch'], 'fast_path_verdict', None)}")
     for kind, b in rows:  # warm-up: weights packed, primitives created, sessions' first runs
         run_app(b, 2) if kind == "app" else run_bare(b, 1, kind == "bare+torch")
     fps: dict[tuple[str, str], list[float]] = {r: [] for r in rows}
