@@ -27,7 +27,6 @@ import random
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -52,12 +51,10 @@ def main() -> int:
     os.environ["SEVGG_CACHE"] = str(tmp / "cache")  # before the export cache is first asked
 
     import torch
-    from _gui import open_bench_window, sample_frames, spin
-    from PySide6.QtCore import QObject, Qt, Signal
+    from _gui import LiveFeed, open_bench_window, sample_frames, spin
 
     from sevgg_gui.app.backend_loader import open_for_app
     from sevgg_gui.checkpoints import save_checkpoint
-    from sevgg_gui.sources import Frame
     from sevgg_gui.training.models import build_model
 
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
@@ -101,20 +98,7 @@ def main() -> int:
         f"# {len(frames)} sample frames 640x480; model input {size}x{size}; checkpoint {ckpt.stat().st_size >> 20} MB"
     )
 
-    class Counter(QObject):
-        hit = Signal()
-
-        def __init__(self) -> None:
-            super().__init__()
-            self.n = 0
-            self.t_last = 0.0
-
-        def on_result(self, _r) -> None:
-            self.n += 1
-            self.t_last = time.perf_counter()
-
-    counter = Counter()
-    worker.resultReady.connect(counter.on_result, Qt.ConnectionType.QueuedConnection)
+    live = LiveFeed(win, frames)
 
     def use(b: str) -> None:
         """Swap the worker's predictor (no reload, nothing closed) between frames."""
@@ -124,29 +108,7 @@ def main() -> int:
 
     def run_app(b: str, n: int) -> float:
         use(b)
-        counter.n = 0
-        start_t = time.perf_counter()
-
-        def feed() -> None:
-            for i in range(n):
-                win.frames.wait_empty()
-                win.frames.put(
-                    Frame(
-                        rgb=frames[i % len(frames)],
-                        index=i,
-                        timestamp=time.perf_counter(),
-                        origin="bench",
-                        capture_ms=0.0,
-                    )
-                )
-
-        th = threading.Thread(target=feed)
-        th.start()
-        spin(lambda: counter.n >= n, timeout=600, what="pipeline")
-        th.join()
-        elapsed = counter.t_last - start_t
-        spin(lambda: worker.idle and not win._draw_scheduled, what="pipeline")
-        return n / elapsed
+        return live.fps(n)
 
     class TorchvisionEager:
         """torchvision's VGG16 as it comes: eager NCHW forward of the same preprocessed frame."""

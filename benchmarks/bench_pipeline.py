@@ -39,14 +39,13 @@ def main() -> int:
     start(args)
     setup_torch(args.threads)
     import torch
-    from _gui import open_bench_window, pct, sample_frames, spin
+    from _gui import LiveFeed, open_bench_window, pct, sample_frames, spin
     from _reference import fast_build, ours_vgg16_se
-    from PySide6.QtCore import QObject, Qt, QTimer, Signal
+    from PySide6.QtCore import Qt, QTimer
 
     from sevgg_gui.app.worker import describe_model
     from sevgg_gui.images import Preprocess
     from sevgg_gui.inference import Predictor
-    from sevgg_gui.sources import Frame
 
     report = Report("Live pipeline: worker throughput, latency, UI stalls, drawing", args)
     quick = args.quick
@@ -67,50 +66,13 @@ def main() -> int:
         f"# {len(frames)} sample frames 640x480; model input {size}x{size}; predictor fused={predictor.fused}"
     )
 
-    class Counter(QObject):
-        """Counts Results on the UI thread (queued from the worker)."""
-
-        hit = Signal()
-
-        def __init__(self) -> None:
-            super().__init__()
-            self.n = 0
-            self.t_last = 0.0
-
-        def on_result(self, _r) -> None:
-            self.n += 1
-            self.t_last = time.perf_counter()
-
-    counter = Counter()
-    worker.resultReady.connect(counter.on_result, Qt.ConnectionType.QueuedConnection)
-
-    def frame(i: int, t: float | None = None) -> Frame:
-        return Frame(
-            rgb=frames[i % len(frames)],
-            index=i,
-            timestamp=time.perf_counter() if t is None else t,
-            origin="bench",
-            capture_ms=0.0,
-        )
+    live = LiveFeed(win, frames)
+    frame = live.frame
 
     # ---------------------------------------------------------------- throughput
     def run_app(n: int) -> float:
         """Frames per second through the worker (lossless feeding), the window drawing every Result."""
-        counter.n = 0
-        start_t = time.perf_counter()
-
-        def feed() -> None:
-            for i in range(n):
-                win.frames.wait_empty()
-                win.frames.put(frame(i))
-
-        th = threading.Thread(target=feed)
-        th.start()
-        spin(lambda: counter.n >= n, what="pipeline")
-        th.join()
-        elapsed = counter.t_last - start_t
-        spin(lambda: worker.idle and not win._draw_scheduled, what="pipeline")
-        return n / elapsed
+        return live.fps(n)
 
     def run_bare(n: int) -> float:
         start_t = time.perf_counter()
