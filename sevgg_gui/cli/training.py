@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from .common import add_model_code_argument, err
 
@@ -30,28 +32,37 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 130 if result.interrupted else 0
 
 
-def cmd_eval(args: argparse.Namespace) -> int:
+def _model_over_data(command: str, args: argparse.Namespace, run: Callable[..., Any], **extra: Any) -> Any:
+    """eval and analyze: ``run`` any model spec (or --model-code) over --data; None after one line
+    when there is no model or its classes do not match the data's."""
     from ..training.class_match import ClassMismatch
-    from ..training.evaluate import evaluate_checkpoint, save_confusion_png, write_json
 
     if not args.checkpoint and not args.model_code:
-        err("eval: --checkpoint is required (or --model-code FILE.py:FUNCTION)")
-        return 2
+        err(f"{command}: --checkpoint is required (or --model-code FILE.py:FUNCTION)")
+        return None
     try:
-        report = evaluate_checkpoint(
+        return run(
             args.checkpoint,
             args.data,
             split=args.split,
             batch_size=args.batch_size,
             limit=args.limit,
             device=args.device,
-            workers=args.workers,
             cache_dir=args.cache_dir,
             input_size=args.input_size,
             model_code=args.model_code,
+            **extra,
         )
     except ClassMismatch as exc:
         err(str(exc))
+        return None
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from ..training.evaluate import evaluate_checkpoint, save_confusion_png, write_json
+
+    report = _model_over_data("eval", args, evaluate_checkpoint, workers=args.workers)
+    if report is None:
         return 2
     if report.warning:
         err(f"warning: {report.warning}")
@@ -65,25 +76,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def cmd_analyze(args: argparse.Namespace) -> int:
     from ..analysis_classwise import analyze_checkpoint, plot_class_profiles, spread_summary
-    from ..training.class_match import ClassMismatch
 
-    if not args.checkpoint and not args.model_code:
-        err("analyze: --checkpoint is required (or --model-code FILE.py:FUNCTION)")
-        return 2
-    try:
-        prof = analyze_checkpoint(
-            args.checkpoint,
-            args.data,
-            split=args.split,
-            limit=args.limit,
-            batch_size=args.batch_size,
-            device=args.device,
-            cache_dir=args.cache_dir,
-            input_size=args.input_size,
-            model_code=args.model_code,
-        )
-    except ClassMismatch as exc:
-        err(str(exc))
+    prof = _model_over_data("analyze", args, analyze_checkpoint)
+    if prof is None:
         return 2
     if prof.meta.get("warning"):
         err(f"warning: {prof.meta['warning']}")
