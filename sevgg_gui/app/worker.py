@@ -127,7 +127,12 @@ class InferenceWorker(QObject):
         def run() -> None:
             if self.predictor is not None:
                 if not can_intervene(self.predictor):
-                    raise RuntimeError(f"interventions need the torch backend ({self.backend} runs)")
+                    why = getattr(self.predictor.recorder, "why_not", None)
+                    raise RuntimeError(
+                        why()
+                        if callable(why)
+                        else f"interventions need the torch backend ({self.backend} runs)"
+                    )
                 self.predictor.recorder.intervene(block, channel, value=value, scale=scale)
                 self._rerun()
 
@@ -320,7 +325,11 @@ def build_predictor(
 def can_intervene(predictor: Any) -> bool:
     """Whether the predictor's recorder takes interventions (a runtime graph's may have none)."""
     rec = getattr(predictor, "recorder", None)
-    return callable(getattr(rec, "intervene", None)) and callable(getattr(rec, "clear_interventions", None))
+    return (
+        callable(getattr(rec, "intervene", None))
+        and callable(getattr(rec, "clear_interventions", None))
+        and getattr(rec, "supported", True)  # an .onnx exported before the gate inputs: none
+    )
 
 
 def cost_table(predictor: Any) -> str:
