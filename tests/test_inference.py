@@ -175,3 +175,14 @@ def test_the_automatic_fast_path_is_decided_on_the_first_calls_and_results_hold(
     for name, gate in first.excitations.items():
         np.testing.assert_allclose(after.excitations[name], gate, atol=1e-5)
     pred.close()
+
+
+def test_the_allocator_keeps_freed_memory_once_per_process_on_glibc() -> None:
+    import platform
+
+    from sevgg_gui import allocator
+
+    if platform.libc_ver()[0] != "glibc":
+        pytest.skip("mallopt thresholds are glibc's")
+    assert allocator.keep_freed_memory() is True  # a CPU Predictor may have done it already: same answer
+    assert allocator.keep_freed_memory() is True
